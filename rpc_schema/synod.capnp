@@ -1,0 +1,152 @@
+@0x80843e15ef94bd71;
+# The local API: what applications on a host use to talk to their own synod daemon over the Unix
+# socket. One bootstrap capability per connection; everything else hangs off it, so a dropped
+# connection drops every capability the app held.
+#
+# Conventions:
+# - Every request carries `timeoutMs`, the caller's deadline relative to when the daemon receives
+#   it (0 = the daemon's default, 5000 ms). Past it the daemon answers TIMEOUT (or NO_QUORUM when it
+#   knows no quorum is reachable); for writes the outcome is then unknown.
+# - Every reply carries a `Status` and a `Header`. Expected outcomes (not found, compare failed, bad
+#   argument, no space) are statuses, never RPC exceptions.
+# - Keys and values are bytes. Key order is byte order.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("synod::rpc");
+
+struct Status {
+  code @0 :Code;
+  message @1 :Text;  # human text naming what was wrong; empty when ok
+
+  enum Code {
+    ok @0;
+    notFound @1;
+    compareFailed @2;
+    noQuorum @3;         # for writes: outcome unknown
+    timeout @4;          # for writes: outcome unknown
+    invalidArgument @5;
+    noSpace @6;
+    unavailable @7;
+    internal @8;
+  }
+}
+
+struct Header {
+  revision @0 :UInt64;  # the config map's revision this reply reflects
+  member @1 :Text;      # name of the member that served the request
+  ballotRound @2 :UInt64;
+  ballotMember @3 :UInt32;
+}
+
+struct KeyValue {
+  key @0 :Data;
+  value @1 :Data;
+  createRevision @2 :UInt64;
+  modRevision @3 :UInt64;
+  version @4 :UInt64;   # number of puts since the key was (re)created; 0 = absent
+  lease @5 :UInt64;     # 0 = none
+}
+
+struct PutOp {
+  key @0 :Data;
+  value @1 :Data;
+  lease @2 :UInt64;     # 0 = none
+}
+
+struct DeleteOp {
+  key @0 :Data;
+  # Empty: delete `key` only. Otherwise delete every key k with key <= k < rangeEnd; the single
+  # byte 0x00 means every key >= key (so key = "" and rangeEnd = "\0" deletes everything).
+  rangeEnd @1 :Data;
+}
+
+struct Compare {
+  key @0 :Data;
+  op @1 :Op;
+  target :union {
+    value @2 :Data;
+    version @3 :UInt64;         # version 0 = the key is absent
+    createRevision @4 :UInt64;
+    modRevision @5 :UInt64;
+  }
+
+  enum Op {
+    equal @0;
+    notEqual @1;
+    less @2;
+    greater @3;
+  }
+}
+
+struct TxnOp {
+  union {
+    put @0 :PutOp;
+    delete @1 :DeleteOp;
+  }
+}
+
+# All compares are evaluated against the same state; if all hold the `success` ops run, otherwise
+# the `failure` ops, all atomically at one new revision (no new revision if the chosen branch is
+# empty or changes nothing).
+struct Txn {
+  compares @0 :List(Compare);
+  success @1 :List(TxnOp);
+  failure @2 :List(TxnOp);
+}
+
+interface Synod {
+  kv @0 () -> (kv :Kv);
+  admin @1 () -> (admin :Admin);
+}
+
+interface Kv {
+  # Linearizable unless `serializable`: then the local member answers at once from its replica.
+  get @0 (key :Data, timeoutMs :UInt32, serializable :Bool)
+      -> (status :Status, header :Header, kv :KeyValue);
+
+  put @1 (op :PutOp, timeoutMs :UInt32) -> (status :Status, header :Header);
+
+  delete @2 (op :DeleteOp, timeoutMs :UInt32) -> (status :Status, header :Header, deleted :UInt64);
+
+  # Keys starting with `prefix`, in byte order, after `startAfter` (exclusive; empty = from the
+  # start), at most `limit` of them (0 = the daemon's maximum, 10000). `more` says whether keys
+  # remain; continue with startAfter = the last key returned.
+  list @3 (prefix :Data, limit :UInt32, startAfter :Data, timeoutMs :UInt32, serializable :Bool)
+      -> (status :Status, header :Header, kvs :List(KeyValue), more :Bool);
+
+  txn @4 (txn :Txn, timeoutMs :UInt32) -> (status :Status, header :Header, succeeded :Bool);
+}
+
+struct MemberStatus {
+  name @0 :Text;
+  address @1 :Text;
+  role @2 :Text;        # leader / follower / candidate / learner / unknown
+  reachable @3 :Bool;
+  lagSlots @4 :UInt64;
+}
+
+struct StatusInfo {
+  member @0 :Text;
+  role @1 :Text;
+  ballotRound @2 :UInt64;
+  ballotMember @3 :UInt32;
+  leader @4 :Text;      # empty when unknown
+  decidedSlot @5 :UInt64;
+  appliedSlot @6 :UInt64;
+  revision @7 :UInt64;
+  members @8 :List(MemberStatus);
+  clusterId @9 :Text;
+  incarnation @10 :UInt64;
+  dbSizeBytes @11 :UInt64;
+  storeLimitBytes @12 :UInt64;
+  version @13 :Text;
+  uptimeMs @14 :UInt64;
+  # The caller as the daemon sees it (SO_PEERCRED of this connection).
+  callerPid @15 :Int32;
+  callerUid @16 :UInt32;
+  callerGid @17 :UInt32;
+}
+
+interface Admin {
+  status @0 (timeoutMs :UInt32) -> (status :Status, header :Header, info :StatusInfo);
+}

@@ -1,0 +1,103 @@
+// The Store: how a member's durable state is read at start-up and written by group commits.
+// The LMDB implementation lives in lmdb_store.h; the simulator has an in-memory twin.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "election/types.h"
+
+namespace synod::storage {
+
+using election::Ballot;
+using election::LogEntry;
+using election::MemberIndex;
+using election::Slot;
+
+// One key of the replicated config map as stored.
+struct KeyRecord {
+  std::string value;
+  uint64_t createRevision = 0;
+  uint64_t modRevision = 0;
+  uint64_t version = 0;
+  uint64_t lease = 0;
+
+  bool operator==(const KeyRecord&) const = default;
+};
+
+// Everything one group commit writes, applied in one write transaction: all or nothing.
+// Later changes to the same key within one batch replace earlier ones.
+struct WriteBatch {
+  std::optional<Ballot> promised;               // the acceptor's new promise
+  std::vector<LogEntry> accepted;               // acceptor votes (replace any earlier vote)
+  std::optional<Slot> dropLogThrough;           // delete log entries with slot <= this
+  std::optional<std::pair<Slot, uint64_t>> applied;  // (applied slot, config map revision)
+  std::map<std::string, std::optional<KeyRecord>> keys;  // nullopt = delete the key
+  // De-duplication state, per member: an encoded records::Session (nullopt = delete).
+  std::map<MemberIndex, std::optional<std::string>> sessions;
+
+  bool empty() const {
+    return !promised && accepted.empty() && !dropLogThrough && !applied && keys.empty() &&
+           sessions.empty();
+  }
+  void putKey(std::string key, KeyRecord record) { keys[std::move(key)] = std::move(record); }
+  void deleteKey(std::string key) { keys[std::move(key)] = std::nullopt; }
+};
+
+// The member's durable state as found at start-up (after open() bumped the incarnation).
+struct StartState {
+  bool fresh = false;        // the data dir held no state before this start
+  uint64_t incarnation = 0;  // this start's incarnation, already durable; first start = 1
+  Ballot promised;
+  Slot appliedSlot = 0;
+  uint64_t revision = 0;  // config map revision at appliedSlot
+};
+
+// Expected refusals at open (wrong data dir, already locked, unreadable): the daemon prints the
+// message and exits 1.
+class OpenError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A record failed its checksum or could not be decoded. The message names the table and key.
+// Fatal: the daemon stops; the README says how to recover (wipe the member and let it catch up).
+class CorruptionError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Contract for every implementation:
+// - commit() returns only once the batch is durable (fsync'd); on a disk error it throws
+//   std::runtime_error and the caller must stop the process: nothing may continue on state that
+//   may not be on disk.
+// - Reads see every committed batch.
+// - Not thread-safe: one caller at a time (commit may run on a worker thread while the loop
+//   thread does not touch the store).
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual const StartState& startState() const = 0;
+
+  virtual void commit(const WriteBatch& batch) = 0;
+
+  // Every stored key in byte order.
+  virtual void forEachKey(const std::function<void(std::string_view key, KeyRecord&&)>& fn) = 0;
+  // Every stored session (encoded records::Session).
+  virtual void forEachSession(
+      const std::function<void(MemberIndex member, std::string_view encoded)>& fn) = 0;
+  // Log entries with slot >= from, ascending.
+  virtual void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) = 0;
+
+  // Bytes the store occupies now (LMDB: pages in use up to the high-water mark).
+  virtual uint64_t usedBytes() const = 0;
+};
+
+}  // namespace synod::storage
