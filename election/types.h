@@ -49,4 +49,15 @@ struct LogEntry {
   bool operator==(const LogEntry&) const = default;
 };
 
+// One key of the replicated config map.
+struct KeyRecord {
+  std::string value;
+  uint64_t createRevision = 0;
+  uint64_t modRevision = 0;
+  uint64_t version = 0;  // puts since the key was (re)created; an absent key has version 0
+  uint64_t lease = 0;    // 0 = none
+
+  bool operator==(const KeyRecord&) const = default;
+};
+
 }  // namespace synod::election

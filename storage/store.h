@@ -20,16 +20,7 @@ using election::LogEntry;
 using election::MemberIndex;
 using election::Slot;
 
-// One key of the replicated config map as stored.
-struct KeyRecord {
-  std::string value;
-  uint64_t createRevision = 0;
-  uint64_t modRevision = 0;
-  uint64_t version = 0;
-  uint64_t lease = 0;
-
-  bool operator==(const KeyRecord&) const = default;
-};
+using election::KeyRecord;
 
 // Everything one group commit writes, applied in one write transaction: all or nothing.
 // Later changes to the same key within one batch replace earlier ones.
