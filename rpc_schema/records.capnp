@@ -77,19 +77,16 @@ struct Incarnation {
   value @0 :UInt64;
 }
 
-# sessions table: big-endian member index -> this. De-duplication state of one member's commands.
+# sessions table: big-endian member index -> this. Which of one member's commands were applied, so
+# that a command decided twice (a daemon's retry) is applied once. Part of the replicated state:
+# every member decides "duplicate or not" identically. (Results of recent commands are kept in
+# memory only; they shape replies, not state.)
 struct Session {
-  incarnations @0 :List(IncarnationSession);
+  incarnations @0 :List(IncarnationSession);  # the most recent few, ascending
 }
 
 struct IncarnationSession {
   incarnation @0 :UInt64;
-  # Every sequence < floor is treated as applied (its result no longer kept).
-  floor @1 :UInt64;
-  results @2 :List(SessionResult);
-}
-
-struct SessionResult {
-  sequence @0 :UInt64;
-  result @1 :CommandResult;
+  floor @1 :UInt64;                # every sequence < floor was applied (or has expired)
+  appliedAbove @2 :List(UInt64);   # sequences > floor applied out of order, ascending
 }

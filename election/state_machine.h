@@ -1,0 +1,147 @@
+// The replicated config map: the deterministic state machine every member applies decided slots to.
+//
+// Determinism is the contract: given the same starting state and the same sequence of decided
+// Values, every member ends in the same state (keys, revision, sessions). Nothing here may depend
+// on local configuration, time or randomness. Size limits from the config are checked by the member
+// that accepts a request from an app, before it is proposed (see validateRequest), never here.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "election/types.h"
+#include "rpc_schema/records.capnp.h"
+#include "rpc_schema/synod.capnp.h"
+
+namespace synod::election {
+
+using StatusCode = rpc::Status::Code;
+
+// Who sent a command (records.capnp CommandId).
+struct CommandId {
+  MemberIndex member = 0;
+  uint64_t incarnation = 0;
+  uint64_t sequence = 0;
+
+  auto operator<=>(const CommandId&) const = default;
+  bool operator==(const CommandId&) const = default;
+};
+
+// What applying one command produced; becomes the reply to the app that sent it.
+struct CommandOutcome {
+  StatusCode code = StatusCode::OK;
+  std::string message;     // set when code != OK
+  uint64_t revision = 0;   // the map's revision right after this command
+  uint64_t deleted = 0;    // delete and txn: keys deleted
+  bool succeeded = false;  // txn: whether the compares held
+};
+
+// One command applied from a decided slot.
+struct AppliedCommand {
+  CommandId id;
+  CommandOutcome outcome;
+  // The command had been applied before (a retried duplicate): state was not changed again;
+  // outcome is the first application's when still remembered.
+  bool duplicate = false;
+};
+
+// What changed since the last takeChanges(): the next group commit persists exactly this.
+struct StateChanges {
+  std::map<std::string, std::optional<KeyRecord>> keys;        // nullopt = deleted
+  std::map<MemberIndex, std::optional<std::string>> sessions;  // encoded records::Session
+  Slot appliedSlot = 0;
+  uint64_t revision = 0;
+};
+
+// Limits a request from an app must satisfy before it is proposed (from the member's config).
+struct RequestLimits {
+  uint64_t maxKeyBytes = 1024;
+  uint64_t maxValueBytes = 1 << 20;
+  uint32_t maxTxnOps = 128;
+};
+
+// Checks a command built from an app's request; returns a message naming what is wrong, or nullopt.
+std::optional<std::string> validateRequest(records::Command::Reader command,
+                                           const RequestLimits& limits);
+
+// Encodes a command as the flat message stored in a Value.
+std::string encodeCommand(capnp::MessageBuilder& message);
+
+class StateMachine {
+ public:
+  // --- Restoring from storage at start-up (before any apply) ---
+  void restoreKey(std::string key, KeyRecord record);
+  // Throws std::runtime_error if `encoded` is not a valid records::Session.
+  void restoreSession(MemberIndex member, std::string_view encoded);
+  void restoreApplied(Slot appliedSlot, uint64_t revision);
+
+  // Applies the decided value of `slot`, which must be appliedSlot() + 1. Appends one
+  // AppliedCommand per command that carries a readable CommandId. A command that fails to decode
+  // or is structurally invalid changes nothing and gets an INTERNAL / INVALID_ARGUMENT outcome.
+  void apply(Slot slot, const Value& value, std::vector<AppliedCommand>& out);
+
+  // --- Reads of the applied state ---
+  const KeyRecord* get(std::string_view key) const;
+  struct ListResult {
+    std::vector<std::pair<std::string, KeyRecord>> kvs;
+    bool more = false;
+  };
+  // Keys with `prefix`, strictly after `startAfter` (if non-empty), at most `limit`.
+  ListResult list(std::string_view prefix, std::string_view startAfter, size_t limit) const;
+
+  uint64_t revision() const { return revision_; }
+  Slot appliedSlot() const { return appliedSlot_; }
+  size_t keyCount() const { return keys_.size(); }
+
+  // Hands over everything changed since the last call, and forgets it.
+  StateChanges takeChanges();
+
+  // How many incarnations per member, out-of-order sequences per incarnation and remembered
+  // results in all are kept. Past a bound the oldest is dropped (deterministically).
+  static constexpr size_t MAX_INCARNATIONS_KEPT = 4;
+  static constexpr size_t MAX_APPLIED_ABOVE_FLOOR = 4096;
+  static constexpr size_t MAX_RESULTS_KEPT = 1024;
+
+ private:
+  struct IncarnationSession {
+    uint64_t incarnation = 0;
+    uint64_t floor = 1;               // every sequence < floor counts as applied
+    std::set<uint64_t> appliedAbove;  // applied sequences > floor
+  };
+  struct Session {
+    std::vector<IncarnationSession> incarnations;  // ascending by incarnation
+  };
+  enum class Seen { NEW, APPLIED, EXPIRED };
+
+  Seen checkSession(const CommandId& id) const;
+  void recordSession(const CommandId& id);
+  std::string encodeSession(const Session& session) const;
+
+  CommandOutcome applyCommand(records::Command::Reader command);
+  CommandOutcome applyPut(rpc::PutOp::Reader op);
+  CommandOutcome applyDelete(rpc::DeleteOp::Reader op);
+  CommandOutcome applyTxn(rpc::Txn::Reader txn);
+  bool compareHolds(rpc::Compare::Reader compare) const;
+  // Writes without bumping the revision; the caller bumps it once per command.
+  void putKey(std::string_view key, std::string_view value, uint64_t lease, uint64_t revision);
+  uint64_t deleteRange(std::string_view key, std::string_view rangeEnd);
+
+  std::map<std::string, KeyRecord, std::less<>> keys_;
+  std::map<MemberIndex, Session> sessions_;
+  // Recent outcomes, in memory only, to answer a retried duplicate like the original.
+  std::map<CommandId, CommandOutcome> recentResults_;
+  std::deque<CommandId> recentOrder_;  // insertion order, to evict the oldest past the bound
+  uint64_t revision_ = 0;
+  Slot appliedSlot_ = 0;
+
+  std::set<std::string, std::less<>> dirtyKeys_;
+  std::set<MemberIndex> dirtySessions_;
+};
+
+}  // namespace synod::election
