@@ -211,6 +211,7 @@ void StateMachine::restoreSession(MemberIndex member, std::string_view encoded) 
 
 void StateMachine::restoreApplied(Slot appliedSlot, uint64_t revision) {
   appliedSlot_ = appliedSlot;
+  takenSlot_ = appliedSlot;
   revision_ = revision;
 }
 
@@ -520,6 +521,7 @@ StateChanges StateMachine::takeChanges() {
   dirtySessions_.clear();
   changes.appliedSlot = appliedSlot_;
   changes.revision = revision_;
+  takenSlot_ = appliedSlot_;
   return changes;
 }
 

@@ -101,6 +101,10 @@ class StateMachine {
 
   // Hands over everything changed since the last call, and forgets it.
   StateChanges takeChanges();
+  // Whether takeChanges() would report anything (keys, sessions or a newer applied slot).
+  bool hasChanges() const {
+    return !dirtyKeys_.empty() || !dirtySessions_.empty() || appliedSlot_ != takenSlot_;
+  }
 
   // How many incarnations per member, out-of-order sequences per incarnation and remembered
   // results in all are kept. Past a bound the oldest is dropped (deterministically).
@@ -139,6 +143,7 @@ class StateMachine {
   std::deque<CommandId> recentOrder_;  // insertion order, to evict the oldest past the bound
   uint64_t revision_ = 0;
   Slot appliedSlot_ = 0;
+  Slot takenSlot_ = 0;  // appliedSlot_ as of the last takeChanges() or restore
 
   std::set<std::string, std::less<>> dirtyKeys_;
   std::set<MemberIndex> dirtySessions_;
