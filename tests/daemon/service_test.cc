@@ -1,0 +1,322 @@
+// The local API over an in-process pipe: a real Node on a MemoryStore, a real Cap'n Proto RPC
+// connection, KJ's own event loop (no sockets, no libuv).
+#include <capnp/rpc-twoparty.h>
+#include <doctest/doctest.h>
+#include <kj/async-io.h>
+
+#include <memory>
+#include <string>
+
+#include "daemon/config.h"
+#include "daemon/node.h"
+#include "daemon/service.h"
+#include "storage/memory_store.h"
+
+namespace synod::daemon {
+namespace {
+
+using rpc::Status;
+
+capnp::Data::Reader bytes(const std::string& s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+std::string text(capnp::Data::Reader d) {
+  return {reinterpret_cast<const char*>(d.begin()), d.size()};
+}
+
+Config testConfig(uint64_t storeLimitBytes = 1ull << 30) {
+  return parseConfig(
+      "cluster_id: test\n"
+      "node: n1\n"
+      "peers:\n"
+      "  n1: 127.0.0.1:7101\n"
+      "data_dir: /tmp/unused\n"
+      "socket: /tmp/unused.sock\n"
+      "max_key_bytes: 16\n"
+      "max_value_bytes: 1048576\n"
+      "store_limit_bytes: " +
+          std::to_string(storeLimitBytes) + "\n",
+      "test.yaml");
+}
+
+// One member and one client connection to it over a pipe.
+struct Fixture {
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  Config config;
+  storage::MemoryStore& store;
+  std::unique_ptr<Node> node;
+  kj::Own<capnp::TwoPartyVatNetwork> serverNetwork;
+  kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> server;
+  kj::Own<capnp::TwoPartyClient> client;
+  kj::Own<kj::AsyncIoStream> serverEnd;
+  kj::Own<kj::AsyncIoStream> clientEnd;
+  rpc::Kv::Client kv = nullptr;
+  rpc::Admin::Client admin = nullptr;
+
+  Fixture(storage::MemoryStore& storeParam, Config configParam = testConfig())
+      : config(std::move(configParam)), store(storeParam) {
+    node = std::make_unique<Node>(config, store, io.provider->getTimer());
+    auto pipe = io.provider->newTwoWayPipe();
+    serverEnd = kj::mv(pipe.ends[0]);
+    clientEnd = kj::mv(pipe.ends[1]);
+    serverNetwork =
+        kj::heap<capnp::TwoPartyVatNetwork>(*serverEnd, capnp::rpc::twoparty::Side::SERVER);
+    server = kj::heap(capnp::makeRpcServer(
+        *serverNetwork, capnp::Capability::Client(newSynodBootstrap(*node, {4242, 7, 8}))));
+    client = kj::heap<capnp::TwoPartyClient>(*clientEnd);
+    auto synod = client->bootstrap().castAs<rpc::Synod>();
+    kv = synod.kvRequest().send().getKv();
+    admin = synod.adminRequest().send().getAdmin();
+  }
+
+  ~Fixture() {
+    kv = nullptr;
+    admin = nullptr;
+    client = nullptr;
+    server = nullptr;
+    serverNetwork = nullptr;
+  }
+
+  kj::WaitScope& ws() { return io.waitScope; }
+
+  capnp::Response<rpc::Kv::PutResults> put(const std::string& key, const std::string& value) {
+    auto request = kv.putRequest();
+    request.getOp().setKey(bytes(key));
+    request.getOp().setValue(bytes(value));
+    return request.send().wait(ws());
+  }
+  capnp::Response<rpc::Kv::GetResults> get(const std::string& key, bool serializable = false) {
+    auto request = kv.getRequest();
+    request.setKey(bytes(key));
+    request.setSerializable(serializable);
+    return request.send().wait(ws());
+  }
+  capnp::Response<rpc::Kv::DeleteResults> del(const std::string& key, const std::string& end = "") {
+    auto request = kv.deleteRequest();
+    request.getOp().setKey(bytes(key));
+    request.getOp().setRangeEnd(bytes(end));
+    return request.send().wait(ws());
+  }
+  capnp::Response<rpc::Kv::ListResults> list(const std::string& prefix, uint32_t limit,
+                                             const std::string& startAfter = "") {
+    auto request = kv.listRequest();
+    request.setPrefix(bytes(prefix));
+    request.setLimit(limit);
+    request.setStartAfter(bytes(startAfter));
+    return request.send().wait(ws());
+  }
+  // Lets every queued event run (group commits scheduled with evalLast included).
+  void settle() {
+    kj::evalLast([] {}).wait(ws());
+  }
+};
+
+TEST_CASE("put, get, delete and list through the RPC API") {
+  storage::MemoryStore store;
+  Fixture f(store);
+
+  auto put = f.put("a", "1");
+  CHECK(put.getStatus().getCode() == Status::Code::OK);
+  CHECK(put.getHeader().getRevision() == 1);
+  CHECK(put.getHeader().getMember() == "n1");
+
+  auto got = f.get("a");
+  REQUIRE(got.getStatus().getCode() == Status::Code::OK);
+  CHECK(text(got.getKv().getValue()) == "1");
+  CHECK(got.getKv().getVersion() == 1);
+  CHECK(got.getKv().getCreateRevision() == 1);
+  CHECK(got.getHeader().getRevision() == 1);
+  CHECK(f.get("a", true).getStatus().getCode() == Status::Code::OK);
+
+  auto missing = f.get("nope");
+  CHECK(missing.getStatus().getCode() == Status::Code::NOT_FOUND);
+  CHECK(missing.getHeader().getMember() == "n1");
+
+  for (auto key : {"app/1", "app/2", "app/3", "b"})
+    f.put(key, key);
+  auto page = f.list("app/", 2);
+  REQUIRE(page.getKvs().size() == 2);
+  CHECK(text(page.getKvs()[0].getKey()) == "app/1");
+  CHECK(page.getMore());
+  auto rest = f.list("app/", 2, "app/2");
+  REQUIRE(rest.getKvs().size() == 1);
+  CHECK_FALSE(rest.getMore());
+
+  auto deleted = f.del("app/", "app0");
+  CHECK(deleted.getDeleted() == 3);
+  CHECK(f.list("app/", 0).getKvs().size() == 0);
+  CHECK(f.del("zzz").getDeleted() == 0);
+}
+
+TEST_CASE("txn through the RPC API: compare, then/else, one revision") {
+  storage::MemoryStore store;
+  Fixture f(store);
+  auto lock = [&](const std::string& owner) {
+    auto request = f.kv.txnRequest();
+    auto txn = request.initTxn();
+    auto compare = txn.initCompares(1)[0];
+    compare.setKey(bytes("lock"));
+    compare.setOp(rpc::Compare::Op::EQUAL);
+    compare.getTarget().setVersion(0);
+    auto ops = txn.initSuccess(2);
+    ops[0].initPut().setKey(bytes("lock"));
+    ops[0].getPut().setValue(bytes(owner));
+    ops[1].initPut().setKey(bytes("owner"));
+    ops[1].getPut().setValue(bytes(owner));
+    return request.send().wait(f.ws());
+  };
+  auto first = lock("me");
+  CHECK(first.getStatus().getCode() == Status::Code::OK);
+  CHECK(first.getSucceeded());
+  CHECK(first.getHeader().getRevision() == 1);
+  auto second = lock("you");
+  CHECK_FALSE(second.getSucceeded());
+  CHECK(text(f.get("owner").getKv().getValue()) == "me");
+  CHECK(f.get("owner").getKv().getModRevision() == 1);
+}
+
+TEST_CASE("bad arguments are refused with INVALID_ARGUMENT and change nothing") {
+  storage::MemoryStore store;
+  Fixture f(store);
+  f.put("a", "1");
+  auto tooLong = f.put(std::string(17, 'k'), "v");
+  CHECK(tooLong.getStatus().getCode() == Status::Code::INVALID_ARGUMENT);
+  CHECK(std::string(tooLong.getStatus().getMessage()).find("max_key_bytes") != std::string::npos);
+  CHECK(f.put("", "v").getStatus().getCode() == Status::Code::INVALID_ARGUMENT);
+  CHECK(f.put("big", std::string((1 << 20) + 1, 'x')).getStatus().getCode() ==
+        Status::Code::INVALID_ARGUMENT);
+  CHECK(f.get("").getStatus().getCode() == Status::Code::INVALID_ARGUMENT);
+  CHECK(f.get(std::string(17, 'k')).getStatus().getCode() == Status::Code::INVALID_ARGUMENT);
+  CHECK(f.list("", 10001).getStatus().getCode() == Status::Code::INVALID_ARGUMENT);
+  auto slow = f.kv.getRequest();
+  slow.setKey(bytes("a"));
+  slow.setTimeoutMs(Node::MAX_TIMEOUT_MS + 1);
+  CHECK(slow.send().wait(f.ws()).getStatus().getCode() == Status::Code::INVALID_ARGUMENT);
+  auto backwards = f.del("b", "a");
+  CHECK(backwards.getStatus().getCode() == Status::Code::INVALID_ARGUMENT);
+  CHECK(f.node->state().revision() == 1);
+  CHECK(f.node->state().keyCount() == 1);
+}
+
+TEST_CASE("NO_SPACE before the store limit; deletes still free space") {
+  storage::MemoryStore store;
+  Fixture f(store, testConfig(16 << 20));
+  std::string value(1 << 20, 'v');
+  int accepted = 0;
+  Status::Code last = Status::Code::OK;
+  for (int i = 0; i < 40 && last == Status::Code::OK; ++i) {
+    last = f.put("k" + std::to_string(i), value).getStatus().getCode();
+    if (last == Status::Code::OK) ++accepted;
+    f.settle();
+  }
+  CHECK(last == Status::Code::NO_SPACE);
+  CHECK(accepted > 5);
+  CHECK(store.usedBytes() < (16u << 20));
+  uint64_t revision = f.node->state().revision();
+  CHECK(f.del("k0").getStatus().getCode() == Status::Code::OK);
+  CHECK(f.node->state().revision() == revision + 1);
+}
+
+TEST_CASE("status names the member, its role and the caller's credentials") {
+  storage::MemoryStore store;
+  Fixture f(store);
+  f.put("a", "1");
+  auto reply = f.admin.statusRequest().send().wait(f.ws());
+  CHECK(reply.getStatus().getCode() == Status::Code::OK);
+  auto info = reply.getInfo();
+  CHECK(info.getMember() == "n1");
+  CHECK(info.getRole() == "leader");
+  CHECK(info.getLeader() == "n1");
+  CHECK(info.getAppliedSlot() >= 1);
+  CHECK(info.getDecidedSlot() >= info.getAppliedSlot());
+  CHECK(info.getRevision() == 1);
+  CHECK(info.getClusterId() == "test");
+  CHECK(info.getCallerPid() == 4242);
+  REQUIRE(info.getMembers().size() == 1);
+  CHECK(info.getMembers()[0].getReachable());
+}
+
+// A disk that remembers a copy of itself after every commit: each copy is what a crash right
+// after that commit would leave.
+class RecordingStore final : public storage::Store {
+ public:
+  storage::MemoryStore disk;
+  std::vector<std::unique_ptr<storage::MemoryStore>> afterCommit;
+
+  const storage::StartState& startState() const override { return disk.startState(); }
+  void commit(const storage::WriteBatch& batch) override {
+    disk.commit(batch);
+    afterCommit.push_back(disk.clone());
+  }
+  void forEachKey(const std::function<void(std::string_view, election::KeyRecord&&)>& fn) override {
+    disk.forEachKey(fn);
+  }
+  void forEachSession(
+      const std::function<void(election::MemberIndex, std::string_view)>& fn) override {
+    disk.forEachSession(fn);
+  }
+  void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) override {
+    disk.forEachLogEntry(from, fn);
+  }
+  uint64_t usedBytes() const override { return disk.usedBytes(); }
+};
+
+TEST_CASE("acknowledged writes survive a crash at any commit, materialized or not") {
+  RecordingStore store;
+  size_t commitsBeforeLastWrite = 0;
+  {
+    // The node runs on the recording store.
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    Config config = testConfig();
+    Node node(config, store, io.provider->getTimer());
+    auto write = [&](auto fill) {
+      capnp::MallocMessageBuilder message;
+      fill(message.initRoot<records::Command>());
+      return node.write(message, 0).wait(io.waitScope);
+    };
+    auto put = [&](const std::string& key, const std::string& value) {
+      return write([&](records::Command::Builder c) {
+        c.initPut().setKey(bytes(key));
+        c.getPut().setValue(bytes(value));
+      });
+    };
+    CHECK(put("a", "1").code == StatusCode::OK);
+    CHECK(put("b", "2").code == StatusCode::OK);
+    commitsBeforeLastWrite = store.afterCommit.size();
+    auto deleted = write([&](records::Command::Builder c) { c.initDelete().setKey(bytes("a")); });
+    CHECK(deleted.code == StatusCode::OK);
+    CHECK(deleted.deleted == 1);
+    // The delete was answered when its accept was durable, before its state was materialized.
+    CHECK(store.afterCommit.back()->appliedSlot() < node.state().appliedSlot());
+    kj::evalLast([] {}).wait(io.waitScope);
+  }
+  REQUIRE(store.afterCommit.size() > commitsBeforeLastWrite);
+  // Crash right after the commit that made the delete durable (and so acknowledged it).
+  auto disk = store.afterCommit[commitsBeforeLastWrite]->clone();
+  CHECK(disk->appliedSlot() < 3);
+  disk->restart();
+  Fixture again(*disk);
+  CHECK(again.get("a").getStatus().getCode() == Status::Code::NOT_FOUND);
+  auto b = again.get("b");
+  REQUIRE(b.getStatus().getCode() == Status::Code::OK);
+  CHECK(text(b.getKv().getValue()) == "2");
+  CHECK(again.node->state().revision() == 3);
+  // New writes continue the revision sequence.
+  CHECK(again.put("c", "3").getHeader().getRevision() == 4);
+}
+
+TEST_CASE("state is materialized and the log compacted once writes stop") {
+  storage::MemoryStore store;
+  Fixture f(store);
+  for (int i = 0; i < 20; ++i)
+    f.put("k" + std::to_string(i % 5), std::to_string(i));
+  f.settle();
+  CHECK(store.appliedSlot() == f.node->state().appliedSlot());
+  CHECK(store.revision() == 20);
+  CHECK(store.keys().size() == 5);
+  CHECK(store.log().empty());
+  CHECK(store.keys().at("k4").value == "19");
+}
+
+}  // namespace
+}  // namespace synod::daemon
