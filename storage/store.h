@@ -25,9 +25,9 @@ using election::KeyRecord;
 // Everything one group commit writes, applied in one write transaction: all or nothing.
 // Later changes to the same key within one batch replace earlier ones.
 struct WriteBatch {
-  std::optional<Ballot> promised;               // the acceptor's new promise
-  std::vector<LogEntry> accepted;               // acceptor votes (replace any earlier vote)
-  std::optional<Slot> dropLogThrough;           // delete log entries with slot <= this
+  std::optional<Ballot> promised;                    // the acceptor's new promise
+  std::vector<LogEntry> accepted;                    // acceptor votes (replace any earlier vote)
+  std::optional<Slot> dropLogThrough;                // delete log entries with slot <= this
   std::optional<std::pair<Slot, uint64_t>> applied;  // (applied slot, config map revision)
   std::map<std::string, std::optional<KeyRecord>> keys;  // nullopt = delete the key
   // De-duplication state, per member: an encoded records::Session (nullopt = delete).
@@ -40,6 +40,21 @@ struct WriteBatch {
   void putKey(std::string key, KeyRecord record) { keys[std::move(key)] = std::move(record); }
   void deleteKey(std::string key) { keys[std::move(key)] = std::nullopt; }
 };
+
+// Longest key a Store accepts: LMDB's compile-time key limit (511 bytes in Debian's liblmdb). The
+// in-memory twin enforces the same bound so the simulator refuses what LMDB would. Whoever accepts
+// keys from apps must cap them at this (the config's max_key_bytes may not exceed it).
+constexpr size_t MAX_KEY_BYTES = 511;
+
+// A batch that no Store may apply: an empty key, a key longer than MAX_KEY_BYTES, or a log entry
+// for slot 0. A caller bug: commit() throws it before changing anything.
+class InvalidBatchError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// Why `batch` cannot be committed, or nullopt if it can.
+std::optional<std::string> checkBatch(const WriteBatch& batch);
 
 // The member's durable state as found at start-up (after open() bumped the incarnation).
 struct StartState {
@@ -67,7 +82,11 @@ class CorruptionError : public std::runtime_error {
 // Contract for every implementation:
 // - commit() returns only once the batch is durable (fsync'd); on a disk error it throws
 //   std::runtime_error and the caller must stop the process: nothing may continue on state that
-//   may not be on disk.
+//   may not be on disk. A batch that checkBatch() refuses throws InvalidBatchError and changes
+//   nothing. Within a batch, dropLogThrough applies after `accepted`: afterwards no log entry
+//   <= dropLogThrough remains.
+// - forEach* callbacks run inside a read snapshot: they must not call back into the store, and
+//   views they receive are valid only during the call. Decoding failures throw CorruptionError.
 // - Reads see every committed batch.
 // - Not thread-safe: one caller at a time (commit may run on a worker thread while the loop
 //   thread does not touch the store).

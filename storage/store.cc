@@ -1,0 +1,22 @@
+#include "storage/store.h"
+
+#include "storage/record.h"
+
+namespace synod::storage {
+
+std::optional<std::string> checkBatch(const WriteBatch& batch) {
+  for (const auto& [key, record] : batch.keys) {
+    if (key.empty()) return std::string("empty key");
+    if (key.size() > MAX_KEY_BYTES) {
+      return "key of " + std::to_string(key.size()) + " bytes starting " +
+             describeKey(std::string_view(key).substr(0, 32)) + " is longer than the limit of " +
+             std::to_string(MAX_KEY_BYTES) + " bytes";
+    }
+  }
+  for (const LogEntry& entry : batch.accepted) {
+    if (entry.slot == 0) return std::string("log entry for slot 0 (slots start at 1)");
+  }
+  return std::nullopt;
+}
+
+}  // namespace synod::storage
