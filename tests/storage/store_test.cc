@@ -1,0 +1,248 @@
+// The Store contract, run against both implementations.
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "storage/lmdb_store.h"
+#include "storage/memory_store.h"
+#include "tests/storage/temp_dir.h"
+
+namespace synod::storage {
+namespace {
+
+using testing::TempDir;
+
+struct LmdbHarness {
+  TempDir dir;
+  std::unique_ptr<LmdbStore> store;
+
+  LmdbHarness() { reopen(); }
+  Store& get() { return *store; }
+  void reopen() {
+    store.reset();
+    store = LmdbStore::open({dir.sub("data"), "test-group", "n1"});
+  }
+};
+
+struct MemoryHarness {
+  MemoryStore store;
+
+  Store& get() { return store; }
+  void reopen() { store.restart(); }
+};
+
+std::vector<std::pair<std::string, KeyRecord>> allKeys(Store& store) {
+  std::vector<std::pair<std::string, KeyRecord>> out;
+  store.forEachKey([&](std::string_view key, KeyRecord&& record) {
+    out.emplace_back(std::string(key), std::move(record));
+  });
+  return out;
+}
+
+std::vector<std::pair<MemberIndex, std::string>> allSessions(Store& store) {
+  std::vector<std::pair<MemberIndex, std::string>> out;
+  store.forEachSession([&](MemberIndex member, std::string_view encoded) {
+    out.emplace_back(member, std::string(encoded));
+  });
+  return out;
+}
+
+std::vector<LogEntry> logFrom(Store& store, Slot from) {
+  std::vector<LogEntry> out;
+  store.forEachLogEntry(from, [&](LogEntry&& entry) { out.push_back(std::move(entry)); });
+  return out;
+}
+
+std::vector<Slot> slotsFrom(Store& store, Slot from) {
+  std::vector<Slot> out;
+  for (const LogEntry& entry : logFrom(store, from))
+    out.push_back(entry.slot);
+  return out;
+}
+
+LogEntry entry(Slot slot, Ballot ballot, std::vector<std::string> commands) {
+  return LogEntry{slot, ballot, {std::move(commands)}};
+}
+
+const std::string BINARY_KEY("\x00\xff key", 6);
+const std::string BINARY_VALUE("\x00\x01\x02 value \xff", 11);
+
+TEST_CASE_TEMPLATE("Store: everything committed survives a restart", H, LmdbHarness,
+                   MemoryHarness) {
+  H harness;
+  const StartState& first = harness.get().startState();
+  CHECK(first.fresh);
+  CHECK(first.incarnation == 1);
+  CHECK(first.promised.isZero());
+  CHECK(first.appliedSlot == 0);
+  CHECK(first.revision == 0);
+  CHECK(allKeys(harness.get()).empty());
+  CHECK(logFrom(harness.get(), 0).empty());
+
+  WriteBatch batch;
+  batch.promised = Ballot{3, 1};
+  for (Slot s = 1; s <= 5; ++s) {
+    batch.accepted.push_back(entry(s, {3, 1}, {"cmd" + std::to_string(s), BINARY_VALUE}));
+  }
+  batch.accepted.push_back(entry(6, {3, 1}, {}));  // a no-op
+  batch.applied = {{2, 7}};
+  batch.putKey("a", {"alpha", 1, 5, 3, 42});
+  batch.putKey(BINARY_KEY, {BINARY_VALUE, 2, 2, 1, 0});
+  batch.putKey("c", {"", 3, 3, 1, 0});
+  batch.sessions[0] = std::string("session of member 0");
+  batch.sessions[2] = BINARY_VALUE;
+  harness.get().commit(batch);
+
+  WriteBatch second;
+  second.promised = Ballot{4, 2};
+  second.dropLogThrough = 2;
+  second.accepted.push_back(entry(4, {4, 2}, {"replaced"}));
+  second.accepted.push_back(entry(8, {4, 2}, {"after a hole"}));
+  second.applied = {{3, 9}};
+  second.deleteKey(BINARY_KEY);
+  second.putKey("c", {"see", 3, 9, 2, 0});
+  second.deleteKey("never-existed");
+  second.sessions[2] = std::nullopt;
+  second.sessions[7] = std::string("seven");
+  harness.get().commit(second);
+
+  harness.reopen();
+  Store& store = harness.get();
+  const StartState& start = store.startState();
+  CHECK_FALSE(start.fresh);
+  CHECK(start.incarnation == 2);
+  CHECK(start.promised == Ballot{4, 2});
+  CHECK(start.appliedSlot == 3);
+  CHECK(start.revision == 9);
+
+  std::vector<std::pair<std::string, KeyRecord>> expectedKeys = {
+      {"a", {"alpha", 1, 5, 3, 42}},
+      {"c", {"see", 3, 9, 2, 0}},
+  };
+  CHECK(allKeys(store) == expectedKeys);
+
+  std::vector<std::pair<MemberIndex, std::string>> expectedSessions = {
+      {0, "session of member 0"},
+      {7, "seven"},
+  };
+  CHECK(allSessions(store) == expectedSessions);
+
+  std::vector<LogEntry> expectedLog = {
+      entry(3, {3, 1}, {"cmd3", BINARY_VALUE}), entry(4, {4, 2}, {"replaced"}),
+      entry(5, {3, 1}, {"cmd5", BINARY_VALUE}), entry(6, {3, 1}, {}),
+      entry(8, {4, 2}, {"after a hole"}),
+  };
+  CHECK(logFrom(store, 0) == expectedLog);
+  CHECK(slotsFrom(store, 5) == std::vector<Slot>{5, 6, 8});
+  CHECK(slotsFrom(store, 7) == std::vector<Slot>{8});
+  CHECK(slotsFrom(store, 9).empty());
+
+  SUBCASE("a drop in the same batch as an accept wins over it") {
+    WriteBatch batch3;
+    batch3.accepted.push_back(entry(9, {4, 2}, {"x"}));
+    batch3.accepted.push_back(entry(10, {4, 2}, {"y"}));
+    batch3.dropLogThrough = 9;
+    store.commit(batch3);
+    CHECK(slotsFrom(store, 0) == std::vector<Slot>{10});
+  }
+  SUBCASE("dropping past the end empties the log") {
+    WriteBatch batch3;
+    batch3.dropLogThrough = 1000;
+    store.commit(batch3);
+    CHECK(logFrom(store, 0).empty());
+  }
+  SUBCASE("slots order numerically, not by their decimal text") {
+    WriteBatch batch3;
+    batch3.accepted.push_back(entry(256, {4, 2}, {}));
+    batch3.accepted.push_back(entry(0xFFFFFFFFFFFFFFFF, {4, 2}, {}));
+    batch3.accepted.push_back(entry(255, {4, 2}, {}));
+    store.commit(batch3);
+    CHECK(slotsFrom(store, 9) == std::vector<Slot>{255, 256, 0xFFFFFFFFFFFFFFFF});
+  }
+}
+
+TEST_CASE_TEMPLATE("Store: the incarnation grows with every start and is never reused", H,
+                   LmdbHarness, MemoryHarness) {
+  H harness;
+  for (uint64_t expected = 1; expected <= 4; ++expected) {
+    CHECK(harness.get().startState().incarnation == expected);
+    CHECK(harness.get().startState().fresh == (expected == 1));
+    harness.reopen();
+  }
+}
+
+TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, MemoryHarness) {
+  H harness;
+  WriteBatch good;
+  good.promised = Ballot{1, 0};
+  good.putKey("kept", {"v", 1, 1, 1, 0});
+  harness.get().commit(good);
+
+  WriteBatch bad;
+  bad.promised = Ballot{9, 9};
+  bad.applied = {{5, 5}};
+  bad.accepted.push_back(entry(1, {9, 9}, {"x"}));
+  bad.dropLogThrough = 100;
+  bad.putKey("aaa-valid-and-first", {"v", 2, 2, 1, 0});
+  bad.deleteKey("kept");
+  bad.sessions[1] = std::string("s");
+
+  std::string expected;
+  SUBCASE("empty key") {
+    bad.putKey("", {"v", 2, 2, 1, 0});
+    expected = "empty key";
+  }
+  SUBCASE("key longer than LMDB allows") {
+    bad.putKey("zzz" + std::string(MAX_KEY_BYTES - 2, 'k'), {"v", 2, 2, 1, 0});
+    expected = "bytes starting \"zzzk";
+  }
+  SUBCASE("deleting an over-long key") {
+    bad.deleteKey("zzz" + std::string(MAX_KEY_BYTES, 'k'));
+    expected = "longer than the limit of 511 bytes";
+  }
+  SUBCASE("log slot 0") {
+    bad.accepted.push_back(entry(0, {9, 9}, {"x"}));
+    expected = "slot 0";
+  }
+  try {
+    harness.get().commit(bad);
+    FAIL("the batch was accepted");
+  } catch (const InvalidBatchError& e) {
+    CHECK(std::string(e.what()).find(expected) != std::string::npos);
+  }
+
+  harness.reopen();
+  Store& store = harness.get();
+  CHECK(store.startState().promised == Ballot{1, 0});
+  CHECK(store.startState().appliedSlot == 0);
+  CHECK(allKeys(store) ==
+        std::vector<std::pair<std::string, KeyRecord>>{{"kept", {"v", 1, 1, 1, 0}}});
+  CHECK(allSessions(store).empty());
+  CHECK(logFrom(store, 0).empty());
+
+  // The longest allowed key is fine.
+  WriteBatch longest;
+  longest.putKey(std::string(MAX_KEY_BYTES, 'k'), {"v", 3, 3, 1, 0});
+  store.commit(longest);
+  CHECK(allKeys(store).size() == 2);
+}
+
+TEST_CASE_TEMPLATE("Store: usedBytes grows with data and an empty batch is fine", H, LmdbHarness,
+                   MemoryHarness) {
+  H harness;
+  Store& store = harness.get();
+  uint64_t before = store.usedBytes();
+  store.commit(WriteBatch{});
+  WriteBatch batch;
+  for (int i = 0; i < 100; ++i)
+    batch.putKey("key" + std::to_string(i), {std::string(1000, 'v'), 1, 1, 1, 0});
+  store.commit(batch);
+  uint64_t after = store.usedBytes();
+  MESSAGE("usedBytes " << before << " -> " << after);
+  CHECK(after >= before + 100 * 1000);
+}
+
+}  // namespace
+}  // namespace synod::storage
