@@ -1,0 +1,954 @@
+#include "clients/cli.h"
+
+#include <cstdio>
+#include <istream>
+#include <ostream>
+#include <utility>
+
+namespace synod::clients {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+struct OptionSpec {
+  std::string_view name;
+  bool takesValue;
+  bool repeatable;
+};
+
+struct CommandSpec {
+  std::string_view name;
+  std::string_view usage;
+  std::vector<OptionSpec> options;
+  size_t minArgs;
+  size_t maxArgs;
+};
+
+const std::vector<CommandSpec>& commandSpecs() {
+  static const std::vector<CommandSpec> specs = {
+      {"get", "get KEY [--serializable]", {{"--serializable", false, false}}, 1, 1},
+      {"put", "put KEY VALUE", {}, 2, 2},
+      {"del",
+       "del KEY [--prefix | --range-end END | --from-key]",
+       {{"--prefix", false, false}, {"--range-end", true, false}, {"--from-key", false, false}},
+       1,
+       1},
+      {"list",
+       "list [PREFIX] [--limit N] [--start-after KEY] [--serializable] [--all]",
+       {{"--limit", true, false},
+        {"--start-after", true, false},
+        {"--serializable", false, false},
+        {"--all", false, false}},
+       0,
+       1},
+      {"txn",
+       "txn [--if COMPARE]... [--then OP]... [--else OP]...",
+       {{"--if", true, true}, {"--then", true, true}, {"--else", true, true}},
+       0,
+       0},
+      {"status", "status", {}, 0, 0},
+      {"shell", "shell", {}, 0, 0},
+      {"help", "help", {}, 0, 1},
+      {"version", "version", {}, 0, 0},
+  };
+  return specs;
+}
+
+const CommandSpec* findCommand(std::string_view name) {
+  for (const auto& spec : commandSpecs()) {
+    if (spec.name == name) return &spec;
+  }
+  return nullptr;
+}
+
+const OptionSpec* findOption(const CommandSpec& spec, std::string_view name) {
+  for (const auto& option : spec.options) {
+    if (option.name == name) return &option;
+  }
+  return nullptr;
+}
+
+std::string usageOf(const CommandSpec& spec) {
+  return "usage: synodctl " + std::string(spec.usage);
+}
+
+const char GENERAL_USAGE[] =
+    "usage: synodctl [--socket PATH] [--json] [--timeout MS] COMMAND ARGS...\n"
+    "commands: get put del list txn status shell help version";
+
+constexpr uint64_t MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+
+/// Strict decimal: digits only, no sign or spaces, no overflow past `max`.
+std::optional<uint64_t> parseNumber(std::string_view text, uint64_t max) {
+  if (text.empty() || text.size() > 20) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    uint64_t digit = static_cast<uint64_t>(c - '0');
+    if (value > (max - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+bool startsWith(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
+
+/// The words of one command after the generic pass: positional arguments and options in order.
+struct SortedWords {
+  std::vector<std::string> positional;
+  std::vector<std::pair<std::string, std::string>> options;  // name, value ("" for flags)
+
+  bool has(std::string_view name) const {
+    for (const auto& option : options) {
+      if (option.first == name) return true;
+    }
+    return false;
+  }
+  std::string valueOf(std::string_view name) const {
+    for (const auto& option : options) {
+      if (option.first == name) return option.second;
+    }
+    return {};
+  }
+};
+
+using ParsedInvocation = Parsed<Invocation>;
+
+ParsedInvocation fail(std::string error, const CommandSpec* spec) {
+  return ParsedInvocation::failure(std::move(error), spec ? usageOf(*spec) : GENERAL_USAGE);
+}
+
+/// Builds the command of `spec` from its sorted words; `invocation.global` is already set.
+ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
+                              Invocation invocation) {
+  const auto& args = words.positional;
+  std::string_view name = spec.name;
+  if (name == "get") {
+    invocation.command = GetCommand{args[0], words.has("--serializable")};
+  } else if (name == "put") {
+    invocation.command = PutCommand{args[0], args[1]};
+  } else if (name == "del") {
+    int modes = words.has("--prefix") + words.has("--range-end") + words.has("--from-key");
+    if (modes > 1) return fail("del: choose one of --prefix, --range-end, --from-key", &spec);
+    DelCommand command{args[0], {}};
+    if (words.has("--prefix")) command.rangeEnd = prefixRangeEnd(args[0]);
+    if (words.has("--from-key")) command.rangeEnd = fromKeyRangeEnd();
+    if (words.has("--range-end")) {
+      command.rangeEnd = words.valueOf("--range-end");
+      if (command.rangeEnd.empty()) {
+        return fail("del: --range-end needs a non-empty END (--from-key selects every key >= KEY)",
+                    &spec);
+      }
+    }
+    invocation.command = std::move(command);
+  } else if (name == "list") {
+    ListCommand command;
+    if (!args.empty()) command.prefix = args[0];
+    if (words.has("--limit")) {
+      auto limit = parseNumber(words.valueOf("--limit"), UINT32_MAX);
+      if (!limit) {
+        return fail("list: --limit needs a number from 0 to 4294967295, got '" +
+                        displayText(words.valueOf("--limit")) + "'",
+                    &spec);
+      }
+      command.limit = static_cast<uint32_t>(*limit);
+    }
+    command.startAfter = words.valueOf("--start-after");
+    command.serializable = words.has("--serializable");
+    command.all = words.has("--all");
+    invocation.command = std::move(command);
+  } else if (name == "txn") {
+    TxnCommand command;
+    for (const auto& [option, text] : words.options) {
+      if (option == "--if") {
+        auto compare = parseCompare(text);
+        if (!compare.ok())
+          return fail("txn: --if '" + displayText(text) + "': " + compare.error, &spec);
+        command.txn.compares.push_back(std::move(*compare.value));
+      } else {
+        auto op = parseTxnOp(text);
+        if (!op.ok())
+          return fail("txn: " + option + " '" + displayText(text) + "': " + op.error, &spec);
+        (option == "--then" ? command.txn.success : command.txn.failure)
+            .push_back(std::move(*op.value));
+      }
+    }
+    if (words.options.empty()) return fail("txn: give at least one --if, --then or --else", &spec);
+    invocation.command = std::move(command);
+  } else if (name == "status") {
+    invocation.command = StatusCommand{};
+  } else if (name == "shell") {
+    invocation.command = ShellCommand{};
+  } else if (name == "help") {
+    invocation.command = HelpCommand{};
+  } else {
+    invocation.command = VersionCommand{};
+  }
+  ParsedInvocation parsed;
+  parsed.value = std::move(invocation);
+  return parsed;
+}
+
+}  // namespace
+
+int exitCodeFor(Code code) {
+  switch (code) {
+    case Code::OK:
+      return EXIT_OK;
+    case Code::NOT_FOUND:
+    case Code::COMPARE_FAILED:
+    case Code::NO_SPACE:
+      return EXIT_REFUSED;
+    case Code::INVALID_ARGUMENT:
+      return EXIT_USAGE;
+    case Code::UNAVAILABLE:
+      return EXIT_UNAVAILABLE;
+    case Code::NO_QUORUM:
+    case Code::TIMEOUT:
+    case Code::INTERNAL:
+      return EXIT_UNKNOWN;
+  }
+  return EXIT_UNKNOWN;
+}
+
+Parsed<Invocation> parseInvocation(const std::vector<std::string>& args, ParseMode mode,
+                                   const GlobalOptions& defaults) {
+  Invocation invocation;
+  invocation.global = defaults;
+  const CommandSpec* spec = nullptr;
+  SortedWords words;
+  bool help = false, version = false, optionsEnded = false;
+
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& word = args[i];
+    if (optionsEnded) {
+      words.positional.push_back(word);
+      continue;
+    }
+    if (word == "--") {
+      if (spec == nullptr) return fail("'--' must come after the command", nullptr);
+      optionsEnded = true;
+      continue;
+    }
+    if (spec == nullptr && word == "-h") {
+      help = true;
+      continue;
+    }
+    bool isOption = startsWith(word, "--") || (spec == nullptr && startsWith(word, "-"));
+    if (!isOption) {
+      if (spec != nullptr) {
+        words.positional.push_back(word);
+        continue;
+      }
+      spec = findCommand(word);
+      if (spec == nullptr) return fail("unknown command '" + displayText(word) + "'", nullptr);
+      continue;
+    }
+
+    size_t equals = word.find('=');
+    std::string name = word.substr(0, equals);
+    std::optional<std::string> inlineValue;
+    if (equals != std::string::npos) inlineValue = word.substr(equals + 1);
+    auto takeValue = [&]() -> std::optional<std::string> {
+      if (inlineValue) return inlineValue;
+      if (i + 1 < args.size()) return args[++i];
+      return std::nullopt;
+    };
+    auto flagOnly = [&]() { return !inlineValue.has_value(); };
+
+    if (name == "--help" || name == "--version") {
+      if (!flagOnly()) return fail(name + " takes no value", spec);
+      (name == "--help" ? help : version) = true;
+    } else if (name == "--json") {
+      if (!flagOnly()) return fail("--json takes no value", spec);
+      invocation.global.json = true;
+    } else if (name == "--socket") {
+      if (mode == ParseMode::SHELL_LINE) {
+        return fail("--socket cannot change within a shell session", spec);
+      }
+      auto path = takeValue();
+      if (!path || path->empty()) return fail("--socket needs a PATH", spec);
+      invocation.global.socketPath = *path;
+    } else if (name == "--timeout") {
+      auto text = takeValue();
+      if (!text) return fail("--timeout needs a number of milliseconds", spec);
+      auto timeout = parseNumber(*text, MAX_TIMEOUT_MS);
+      if (!timeout || *timeout == 0) {
+        return fail("--timeout needs milliseconds from 1 to " + std::to_string(MAX_TIMEOUT_MS) +
+                        ", got '" + displayText(*text) + "'",
+                    spec);
+      }
+      invocation.global.timeoutMs = static_cast<uint32_t>(*timeout);
+    } else if (const OptionSpec* option = spec ? findOption(*spec, name) : nullptr) {
+      if (!option->repeatable && words.has(name)) return fail(name + " given twice", spec);
+      if (option->takesValue) {
+        auto value = takeValue();
+        if (!value) return fail(name + " needs a value", spec);
+        words.options.emplace_back(name, *value);
+      } else {
+        if (!flagOnly()) return fail(name + " takes no value", spec);
+        words.options.emplace_back(name, "");
+      }
+    } else if (spec != nullptr) {
+      return fail("unknown option " + displayText(name) + " for '" + std::string(spec->name) +
+                      "' (put -- before an argument that starts with --)",
+                  spec);
+    } else {
+      return fail("unknown option " + displayText(name), nullptr);
+    }
+  }
+
+  if (help || (spec != nullptr && spec->name == "help")) {
+    invocation.command = HelpCommand{};
+  } else if (version || (spec != nullptr && spec->name == "version")) {
+    invocation.command = VersionCommand{};
+  } else if (spec == nullptr) {
+    return fail("missing command", nullptr);
+  } else if (words.positional.size() < spec->minArgs || words.positional.size() > spec->maxArgs) {
+    std::string expected = spec->minArgs == spec->maxArgs ? std::to_string(spec->minArgs)
+                                                          : std::to_string(spec->minArgs) + " or " +
+                                                                std::to_string(spec->maxArgs);
+    return fail(std::string(spec->name) + ": expected " + expected + " argument" +
+                    (spec->minArgs == 1 && spec->maxArgs == 1 ? "" : "s") + ", got " +
+                    std::to_string(words.positional.size()),
+                spec);
+  } else if (mode == ParseMode::SHELL_LINE && spec->name == "shell") {
+    return fail("'shell' cannot run inside a shell session", spec);
+  } else {
+    return buildCommand(*spec, words, std::move(invocation));
+  }
+  ParsedInvocation parsed;
+  parsed.value = std::move(invocation);
+  return parsed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The txn grammar
+
+namespace {
+
+void skipBlanks(std::string_view text, size_t& pos) {
+  while (pos < text.size() && (text[pos] == ' ' || text[pos] == '\t'))
+    ++pos;
+}
+
+std::optional<Compare::Target> targetNamed(std::string_view name) {
+  std::string folded;
+  for (char c : name) {
+    if (c == '_') continue;
+    folded += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  }
+  if (folded == "value") return Compare::Target::VALUE;
+  if (folded == "version") return Compare::Target::VERSION;
+  if (folded == "createrevision") return Compare::Target::CREATE_REVISION;
+  if (folded == "modrevision") return Compare::Target::MOD_REVISION;
+  return std::nullopt;
+}
+
+}  // namespace
+
+Parsed<Compare> parseCompare(std::string_view text) {
+  using P = Parsed<Compare>;
+  const char* form = "expected TARGET(KEY) OP OPERAND, e.g. value(k) = v";
+  Compare compare;
+  size_t pos = 0;
+  skipBlanks(text, pos);
+  size_t nameStart = pos;
+  while (pos < text.size() && ((text[pos] >= 'a' && text[pos] <= 'z') ||
+                               (text[pos] >= 'A' && text[pos] <= 'Z') || text[pos] == '_')) {
+    ++pos;
+  }
+  std::string_view name = text.substr(nameStart, pos - nameStart);
+  if (name.empty()) return P::failure(form);
+  auto target = targetNamed(name);
+  if (!target) {
+    return P::failure("unknown target '" + std::string(name) +
+                      "': use value, version, createRevision or modRevision");
+  }
+  compare.target = *target;
+
+  skipBlanks(text, pos);
+  if (pos >= text.size() || text[pos] != '(')
+    return P::failure("expected '(' after " + std::string(name));
+  ++pos;
+  skipBlanks(text, pos);
+  std::string error;
+  if (!readShellWord(text, pos, ")", compare.key, error)) {
+    return P::failure(error.empty() ? "missing KEY in " + std::string(name) + "(KEY)" : error);
+  }
+  skipBlanks(text, pos);
+  if (pos >= text.size() || text[pos] != ')') {
+    return P::failure("expected ')' after the key (quote a key containing spaces or parentheses)");
+  }
+  ++pos;
+
+  skipBlanks(text, pos);
+  std::string_view rest = text.substr(pos);
+  if (startsWith(rest, "==")) {
+    compare.op = Compare::Op::EQUAL;
+    pos += 2;
+  } else if (startsWith(rest, "!=")) {
+    compare.op = Compare::Op::NOT_EQUAL;
+    pos += 2;
+  } else if (startsWith(rest, "<=") || startsWith(rest, ">=")) {
+    return P::failure("operator " + std::string(rest.substr(0, 2)) +
+                      " is not supported: use =, !=, < or >");
+  } else if (startsWith(rest, "=")) {
+    compare.op = Compare::Op::EQUAL;
+    ++pos;
+  } else if (startsWith(rest, "<")) {
+    compare.op = Compare::Op::LESS;
+    ++pos;
+  } else if (startsWith(rest, ">")) {
+    compare.op = Compare::Op::GREATER;
+    ++pos;
+  } else {
+    return P::failure("expected an operator (=, !=, < or >) after " + std::string(name) + "(" +
+                      displayText(compare.key) + ")");
+  }
+
+  skipBlanks(text, pos);
+  std::string operand;
+  if (!readShellWord(text, pos, {}, operand, error)) {
+    return P::failure(error.empty() ? std::string("missing OPERAND after the operator") : error);
+  }
+  skipBlanks(text, pos);
+  if (pos < text.size()) {
+    return P::failure("unexpected text after the operand: '" + displayText(text.substr(pos)) +
+                      "' (quote an operand containing spaces)");
+  }
+  if (compare.target == Compare::Target::VALUE) {
+    compare.value = std::move(operand);
+  } else {
+    auto number = parseNumber(operand, UINT64_MAX);
+    if (!number) {
+      return P::failure(std::string(name) + " compares with a number, got '" +
+                        displayText(operand) + "'");
+    }
+    compare.number = *number;
+  }
+  P parsed;
+  parsed.value = std::move(compare);
+  return parsed;
+}
+
+Parsed<TxnOp> parseTxnOp(std::string_view text) {
+  using P = Parsed<TxnOp>;
+  auto split = splitShellWords(text);
+  if (!split.ok()) return P::failure(split.error);
+  const auto& words = *split.value;
+  if (words.empty()) return P::failure("empty operation: use 'put KEY VALUE' or 'del KEY'");
+  P parsed;
+  if (words[0] == "put") {
+    if (words.size() != 3) return P::failure("put takes KEY VALUE");
+    parsed.value = TxnOp::put(words[1], words[2]);
+    return parsed;
+  }
+  if (words[0] != "del" && words[0] != "delete") {
+    return P::failure("unknown operation '" + displayText(words[0]) + "': use put or del");
+  }
+  const char* delUsage = "del takes KEY [--prefix | --range-end END | --from-key]";
+  if (words.size() < 2 || startsWith(words[1], "--")) return P::failure(delUsage);
+  TxnOp op = TxnOp::del(words[1]);
+  if (words.size() == 3 && words[2] == "--prefix") {
+    op.rangeEnd = prefixRangeEnd(words[1]);
+  } else if (words.size() == 3 && words[2] == "--from-key") {
+    op.rangeEnd = fromKeyRangeEnd();
+  } else if (words.size() == 3 && startsWith(words[2], "--range-end=")) {
+    op.rangeEnd = words[2].substr(std::string_view("--range-end=").size());
+  } else if (words.size() == 4 && words[2] == "--range-end") {
+    op.rangeEnd = words[3];
+  } else if (words.size() != 2) {
+    return P::failure(delUsage);
+  }
+  if (words.size() > 2 && op.rangeEnd.empty())
+    return P::failure("--range-end needs a non-empty END");
+  parsed.value = std::move(op);
+  return parsed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Help
+
+const std::string& helpText() {
+  static const std::string text = R"(synodctl - inspect and drive the local synod daemon
+
+usage: synodctl [--socket PATH] [--json] [--timeout MS] COMMAND ARGS...
+
+Global options (also accepted after the command):
+  --socket PATH  the daemon's Unix socket (default: $SYNOD_SOCKET, else /run/synod/synod.sock)
+  --json         print exactly one JSON object per command
+  --timeout MS   deadline the daemon gets for each request (default 5000); synodctl itself
+                 gives up 1000 ms later
+  --help, -h     this text
+  --version      synodctl's version
+After the command only words starting with -- are options (a value like -5 is taken as is);
+"--" ends the options: synodctl put k -- --json
+
+Commands:
+  get KEY [--serializable]
+      Print the value of KEY: its raw bytes, followed by a newline only when stdout is a
+      terminal. Linearizable unless --serializable: then the local member answers at once
+      from its own replica.
+  put KEY VALUE
+      Set KEY to VALUE.
+  del KEY [--prefix | --range-end END | --from-key]
+      Delete KEY; with --prefix every key starting with KEY; with --range-end every key k with
+      KEY <= k < END; with --from-key every key >= KEY. Prints how many were deleted.
+  list [PREFIX] [--limit N] [--start-after KEY] [--serializable] [--all]
+      Table of the keys starting with PREFIX in byte order, at most N of them (default: the
+      daemon's maximum, 10000), after KEY. When keys remain a note on stderr says so ("more"
+      in JSON). --all fetches page after page until the end; each page is a separate read.
+  txn [--if COMPARE]... [--then OP]... [--else OP]...
+      Atomically: if every COMPARE holds run the --then OPs, else the --else OPs.
+        COMPARE   TARGET(KEY) OPERATOR OPERAND
+          TARGET    value | version | createRevision | modRevision
+          OPERATOR  =  !=  <  >     (== means =)
+          A missing key has version, createRevision and modRevision 0.
+        OP        put KEY VALUE | del KEY [--prefix | --range-end END | --from-key]
+      Each COMPARE and OP is one argument; inside it KEY, VALUE and OPERAND are shell-quoted
+      words: --if 'value("my key") = "two words"'.
+      Exit status 0 when the compares held; 1 (COMPARE_FAILED) when the --else branch ran.
+      Example, create-if-absent:
+        synodctl txn --if 'version(leader) = 0' --then 'put leader n1'
+      Example, compare-and-swap:
+        synodctl txn --if 'value(cfg) = old' --then 'put cfg new' --else 'put cfg.conflict 1'
+  status
+      This member's view of the group: role, ballot, leader, decided and applied slot,
+      revision, and a table of the members.
+  shell
+      Read commands from stdin, one per line, split into words by POSIX shell quoting rules
+      ('...' literal; "..." with \" \\ \$ \` escapes; \ quotes the next character outside
+      quotes; no expansion of any kind). Answer each with one JSON object on one line,
+      flushed. Blank lines and # comments are skipped; a line with an unterminated quote is
+      answered with an error. One connection serves every line; a line may give --timeout but
+      not --socket. End of input ends the session with exit status 0.
+  help, version
+      Same as --help, --version.
+
+JSON fields (--json and shell):
+  every reply  ok, revision, member (who served it); failures: ok=false, error, code
+  get          key, value, createRevision, modRevision, version
+  put          revision
+  del          deleted
+  list         kvs (array of get objects), more
+  txn          succeeded
+  status       member, role, ballot {round, member}, leader (null when unknown), decidedSlot,
+               appliedSlot, members [{name, address, role, reachable, lagSlots}], clusterId,
+               incarnation, dbSizeBytes, storeLimitBytes, version, uptimeMs
+  Keys and values that are not valid UTF-8 are given in base64 as key_b64 / value_b64.
+  Codes: NOT_FOUND COMPARE_FAILED NO_QUORUM TIMEOUT INVALID_ARGUMENT NO_SPACE UNAVAILABLE
+         INTERNAL
+
+Exit status:
+  0  success
+  1  refused: NOT_FOUND, COMPARE_FAILED, NO_SPACE
+  2  usage error, or INVALID_ARGUMENT from the daemon
+  3  daemon unreachable, or the connection broke (UNAVAILABLE)
+  4  TIMEOUT, NO_QUORUM or INTERNAL: for a write the outcome is unknown
+)";
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+
+namespace {
+
+std::string quoted(std::string_view bytes) {
+  return "\"" + displayText(bytes) + "\"";
+}
+
+template <typename T>
+void headerFields(JsonWriter& json, const Result<T>& result) {
+  if (!result.answered) return;
+  json.field("revision", result.header.revision);
+  json.field("member", result.header.member);
+}
+
+std::string jsonLine(const JsonWriter& json) {
+  return json.str() + "\n";
+}
+
+/// A failed reply. `fallback` replaces a message that says no more than the code.
+template <typename T, typename Extra>
+Rendered renderFailure(const Result<T>& result, const RenderOptions& options,
+                       const std::string& fallback, Extra&& extraFields) {
+  std::string message = result.status.message;
+  if ((message.empty() || message == codeName(result.status.code)) && !fallback.empty()) {
+    message = fallback;
+  }
+  Rendered rendered;
+  rendered.exitCode = exitCodeFor(result.status.code);
+  if (options.json) {
+    JsonWriter json;
+    json.beginObject().field("ok", false).field("code", codeName(result.status.code));
+    json.field("error", message);
+    extraFields(json);
+    headerFields(json, result);
+    json.endObject();
+    rendered.out = jsonLine(json);
+  } else {
+    rendered.err =
+        "synodctl: " + displayText(message) + " (" + codeName(result.status.code) + ")\n";
+  }
+  return rendered;
+}
+
+template <typename T>
+Rendered renderFailure(const Result<T>& result, const RenderOptions& options,
+                       const std::string& fallback = {}) {
+  return renderFailure(result, options, fallback, [](JsonWriter&) {});
+}
+
+void keyValueFields(JsonWriter& json, const KeyValue& kv) {
+  json.bytesField("key", kv.key).bytesField("value", kv.value);
+  json.field("createRevision", kv.createRevision)
+      .field("modRevision", kv.modRevision)
+      .field("version", kv.version);
+  if (kv.lease != 0) json.field("lease", kv.lease);
+}
+
+template <typename T, typename Fields>
+Rendered renderSuccessJson(const Result<T>& result, Fields&& fields) {
+  JsonWriter json;
+  json.beginObject().field("ok", true);
+  fields(json);
+  headerFields(json, result);
+  json.endObject();
+  return Rendered{jsonLine(json), {}, EXIT_OK};
+}
+
+std::string yesNo(bool value) {
+  return value ? "yes" : "no";
+}
+
+}  // namespace
+
+Rendered renderUsageError(const std::string& error, const std::string& hint,
+                          const RenderOptions& options) {
+  Rendered rendered;
+  rendered.exitCode = EXIT_USAGE;
+  rendered.err = "synodctl: " + error + "\n";
+  if (!hint.empty()) rendered.err += hint + "\n";
+  rendered.err += "Try 'synodctl --help'.\n";
+  if (options.json) {
+    JsonWriter json;
+    json.beginObject()
+        .field("ok", false)
+        .field("code", codeName(Code::INVALID_ARGUMENT))
+        .field("error", error);
+    if (!hint.empty()) json.field("usage", hint);
+    json.endObject();
+    rendered.out = jsonLine(json);
+  }
+  return rendered;
+}
+
+Rendered renderGet(const GetCommand& command, const Result<KeyValue>& result,
+                   const RenderOptions& options) {
+  if (!result.ok()) {
+    return renderFailure(result, options, "key " + quoted(command.key) + " not found",
+                         [&](JsonWriter& json) { json.bytesField("key", command.key); });
+  }
+  if (options.json) {
+    return renderSuccessJson(result, [&](JsonWriter& json) { keyValueFields(json, *result); });
+  }
+  return Rendered{result->value + (options.tty ? "\n" : ""), {}, EXIT_OK};
+}
+
+Rendered renderPut(const PutCommand&, const Result<Empty>& result, const RenderOptions& options) {
+  if (!result.ok()) return renderFailure(result, options);
+  if (options.json) return renderSuccessJson(result, [](JsonWriter&) {});
+  return Rendered{"OK (revision " + std::to_string(result.header.revision) + ")\n", {}, EXIT_OK};
+}
+
+Rendered renderDel(const DelCommand&, const Result<DeleteReply>& result,
+                   const RenderOptions& options) {
+  if (!result.ok()) return renderFailure(result, options);
+  if (options.json) {
+    return renderSuccessJson(result,
+                             [&](JsonWriter& json) { json.field("deleted", result->deleted); });
+  }
+  return Rendered{"deleted " + std::to_string(result->deleted) + " (revision " +
+                      std::to_string(result.header.revision) + ")\n",
+                  {},
+                  EXIT_OK};
+}
+
+Rendered renderList(const ListCommand&, const Result<ListReply>& result,
+                    const RenderOptions& options) {
+  if (!result.ok()) return renderFailure(result, options);
+  if (options.json) {
+    return renderSuccessJson(result, [&](JsonWriter& json) {
+      json.key("kvs").beginArray();
+      for (const auto& kv : result->kvs) {
+        json.beginObject();
+        keyValueFields(json, kv);
+        json.endObject();
+      }
+      json.endArray().field("more", result->more);
+    });
+  }
+  Rendered rendered;
+  if (!result->kvs.empty()) {
+    std::vector<std::vector<std::string>> rows = {
+        {"KEY", "VERSION", "CREATE_REV", "MOD_REV", "VALUE"}};
+    for (const auto& kv : result->kvs) {
+      rows.push_back({displayText(kv.key), std::to_string(kv.version),
+                      std::to_string(kv.createRevision), std::to_string(kv.modRevision),
+                      displayText(kv.value)});
+    }
+    rendered.out = formatTable(rows);
+  }
+  if (result->more) {
+    rendered.err = "more keys remain: continue with --start-after " +
+                   shellQuote(result->kvs.empty() ? std::string() : result->kvs.back().key) +
+                   ", or use --all\n";
+  }
+  return rendered;
+}
+
+Rendered renderTxn(const TxnCommand&, const Result<TxnReply>& result,
+                   const RenderOptions& options) {
+  if (!result.ok()) {
+    return renderFailure(result, options, {}, [&](JsonWriter& json) {
+      if (result.status.code == Code::COMPARE_FAILED) json.field("succeeded", false);
+    });
+  }
+  if (options.json) {
+    return renderSuccessJson(result, [](JsonWriter& json) { json.field("succeeded", true); });
+  }
+  return Rendered{
+      "SUCCEEDED (revision " + std::to_string(result.header.revision) + ")\n", {}, EXIT_OK};
+}
+
+Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& options) {
+  if (!result.ok()) return renderFailure(result, options);
+  const StatusInfo& info = *result;
+  if (options.json) {
+    JsonWriter json;
+    json.beginObject().field("ok", true);
+    json.field("revision", result.answered ? result.header.revision : info.revision);
+    json.field("member", info.member.empty() ? result.header.member : info.member);
+    json.field("clusterId", info.clusterId).field("role", info.role);
+    json.key("ballot")
+        .beginObject()
+        .field("round", info.ballotRound)
+        .field("member", uint64_t{info.ballotMember})
+        .endObject();
+    json.key("leader");
+    if (info.leader.empty()) {
+      json.null();
+    } else {
+      json.string(info.leader);
+    }
+    json.field("decidedSlot", info.decidedSlot).field("appliedSlot", info.appliedSlot);
+    json.key("members").beginArray();
+    for (const auto& member : info.members) {
+      json.beginObject()
+          .field("name", member.name)
+          .field("address", member.address)
+          .field("role", member.role)
+          .field("reachable", member.reachable)
+          .field("lagSlots", member.lagSlots)
+          .endObject();
+    }
+    json.endArray();
+    json.field("incarnation", info.incarnation)
+        .field("dbSizeBytes", info.dbSizeBytes)
+        .field("storeLimitBytes", info.storeLimitBytes)
+        .field("version", info.version)
+        .field("uptimeMs", info.uptimeMs);
+    json.endObject();
+    return Rendered{jsonLine(json), {}, EXIT_OK};
+  }
+  std::vector<std::vector<std::string>> summary = {
+      {"member", displayText(info.member)},
+      {"cluster", displayText(info.clusterId)},
+      {"role", displayText(info.role)},
+      {"ballot", "round " + std::to_string(info.ballotRound) + ", member " +
+                     std::to_string(info.ballotMember)},
+      {"leader", info.leader.empty() ? "(unknown)" : displayText(info.leader)},
+      {"decided slot", std::to_string(info.decidedSlot)},
+      {"applied slot", std::to_string(info.appliedSlot)},
+      {"revision", std::to_string(info.revision)},
+      {"incarnation", std::to_string(info.incarnation)},
+      {"db size",
+       std::to_string(info.dbSizeBytes) + " bytes of " + std::to_string(info.storeLimitBytes)},
+      {"version", displayText(info.version)},
+      {"uptime", std::to_string(info.uptimeMs / 1000) + " s"},
+  };
+  std::vector<std::vector<std::string>> members = {
+      {"NAME", "ADDRESS", "ROLE", "REACHABLE", "LAG_SLOTS"}};
+  for (const auto& member : info.members) {
+    members.push_back({displayText(member.name), displayText(member.address),
+                       displayText(member.role), yesNo(member.reachable),
+                       std::to_string(member.lagSlots)});
+  }
+  return Rendered{formatTable(summary) + "\n" + formatTable(members), {}, EXIT_OK};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running
+
+namespace {
+
+Result<ListReply> listAllPages(Client& client, const ListCommand& command, uint32_t timeoutMs) {
+  ListOptions options{command.limit, command.startAfter, command.serializable, timeoutMs};
+  Result<ListReply> total = client.list(command.prefix, options);
+  while (command.all && total.ok() && total->more) {
+    if (total->kvs.empty()) {
+      total.status = Status{Code::INTERNAL, "daemon said more keys remain but sent none"};
+      break;
+    }
+    options.startAfter = total->kvs.back().key;
+    Result<ListReply> page = client.list(command.prefix, options);
+    if (!page.ok()) return page;
+    for (auto& kv : page->kvs)
+      total->kvs.push_back(std::move(kv));
+    total->more = page->more;
+    total.header = page.header;
+  }
+  return total;
+}
+
+Rendered renderHelp(const RenderOptions& options) {
+  if (!options.json) return Rendered{helpText(), {}, EXIT_OK};
+  JsonWriter json;
+  json.beginObject().field("ok", true).field("help", helpText()).endObject();
+  return Rendered{jsonLine(json), {}, EXIT_OK};
+}
+
+Rendered renderVersion(const RenderOptions& options) {
+  if (!options.json) return Rendered{std::string("synodctl ") + SYNOD_VERSION + "\n", {}, EXIT_OK};
+  JsonWriter json;
+  json.beginObject().field("ok", true).field("version", SYNOD_VERSION).endObject();
+  return Rendered{jsonLine(json), {}, EXIT_OK};
+}
+
+/// Reads one line (without its '\n') of at most MAX_SHELL_LINE_BYTES; the rest of a longer line
+/// is consumed and `tooLong` set. False at end of input.
+bool readBoundedLine(std::istream& in, std::string& line, bool& tooLong) {
+  line.clear();
+  tooLong = false;
+  std::streambuf* buffer = in.rdbuf();
+  bool any = false;
+  for (;;) {
+    int c = buffer->sbumpc();
+    if (c == std::char_traits<char>::eof()) return any;
+    any = true;
+    if (c == '\n') return true;
+    if (line.size() < MAX_SHELL_LINE_BYTES) {
+      line.push_back(static_cast<char>(c));
+    } else {
+      tooLong = true;
+    }
+  }
+}
+
+void writeFlushed(std::ostream& out, const std::string& text) {
+  out << text;
+  out.flush();
+}
+
+}  // namespace
+
+Rendered execute(Client& client, const Invocation& invocation, bool tty) {
+  RenderOptions options{invocation.global.json, tty};
+  uint32_t timeoutMs = invocation.global.timeoutMs;
+  const Command& command = invocation.command;
+  if (auto* get = std::get_if<GetCommand>(&command)) {
+    return renderGet(*get, client.get(get->key, ReadOptions{get->serializable, timeoutMs}),
+                     options);
+  }
+  if (auto* put = std::get_if<PutCommand>(&command)) {
+    return renderPut(*put, client.put(put->key, put->value, WriteOptions{timeoutMs}), options);
+  }
+  if (auto* del = std::get_if<DelCommand>(&command)) {
+    return renderDel(*del, client.del(del->key, del->rangeEnd, WriteOptions{timeoutMs}), options);
+  }
+  if (auto* list = std::get_if<ListCommand>(&command)) {
+    return renderList(*list, listAllPages(client, *list, timeoutMs), options);
+  }
+  if (auto* txn = std::get_if<TxnCommand>(&command)) {
+    return renderTxn(*txn, client.txn(txn->txn, WriteOptions{timeoutMs}), options);
+  }
+  if (std::holds_alternative<StatusCommand>(command)) {
+    return renderStatus(client.status(timeoutMs), options);
+  }
+  if (std::holds_alternative<HelpCommand>(command)) return renderHelp(options);
+  if (std::holds_alternative<VersionCommand>(command)) return renderVersion(options);
+  return renderUsageError("'shell' cannot run here", {}, options);
+}
+
+int runShell(Client& client, std::istream& in, std::ostream& out, const GlobalOptions& defaults) {
+  RenderOptions json{true, false};
+  std::string line;
+  bool tooLong = false;
+  while (readBoundedLine(in, line, tooLong)) {
+    if (tooLong) {
+      writeFlushed(
+          out, renderUsageError(
+                   "line longer than " + std::to_string(MAX_SHELL_LINE_BYTES) + " bytes", {}, json)
+                   .out);
+      continue;
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    auto words = splitShellWords(line);
+    if (!words.ok()) {
+      writeFlushed(out, renderUsageError(words.error, {}, json).out);
+      continue;
+    }
+    if (words.value->empty()) continue;
+    auto parsed = parseInvocation(*words.value, ParseMode::SHELL_LINE, defaults);
+    if (!parsed.ok()) {
+      writeFlushed(out, renderUsageError(parsed.error, parsed.hint, json).out);
+      continue;
+    }
+    parsed.value->global.json = true;
+    writeFlushed(out, execute(client, *parsed.value, false).out);
+  }
+  return EXIT_OK;
+}
+
+int runSynodctl(const std::vector<std::string>& args, std::istream& in, std::ostream& out,
+                std::ostream& err, bool stdoutIsTty) {
+  auto parsed = parseInvocation(args, ParseMode::COMMAND_LINE);
+  if (!parsed.ok()) {
+    bool json = false;
+    for (const auto& word : args) {
+      if (word == "--") break;
+      if (word == "--json") json = true;
+    }
+    Rendered rendered = renderUsageError(parsed.error, parsed.hint, RenderOptions{json, false});
+    out << rendered.out;
+    err << rendered.err;
+    return rendered.exitCode;
+  }
+  const Invocation& invocation = *parsed.value;
+  RenderOptions options{invocation.global.json, stdoutIsTty};
+  if (std::holds_alternative<HelpCommand>(invocation.command)) {
+    out << renderHelp(options).out;
+    return EXIT_OK;
+  }
+  if (std::holds_alternative<VersionCommand>(invocation.command)) {
+    out << renderVersion(options).out;
+    return EXIT_OK;
+  }
+  Client client(ClientOptions{invocation.global.socketPath, invocation.global.timeoutMs,
+                              DEFAULT_DEADLINE_MARGIN_MS});
+  if (std::holds_alternative<ShellCommand>(invocation.command)) {
+    return runShell(client, in, out, invocation.global);
+  }
+  Rendered rendered = execute(client, invocation, stdoutIsTty);
+  out << rendered.out;
+  err << rendered.err;
+  return rendered.exitCode;
+}
+
+}  // namespace synod::clients

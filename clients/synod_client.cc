@@ -1,0 +1,545 @@
+#include "clients/synod_client.h"
+
+#include <cstdlib>
+
+namespace synod::clients {
+
+namespace {
+
+capnp::Data::Reader bytesOf(std::string_view s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+std::string toString(capnp::Data::Reader data) {
+  return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
+}
+
+std::string toString(capnp::Text::Reader text) {
+  return std::string(text.cStr(), text.size());
+}
+
+std::string toString(kj::StringPtr text) {
+  return std::string(text.cStr(), text.size());
+}
+
+Status statusFrom(rpc::Status::Reader status) {
+  Status result;
+  result.message = toString(status.getMessage());
+  switch (status.getCode()) {
+    case rpc::Status::Code::OK:
+      result.code = Code::OK;
+      return result;
+    case rpc::Status::Code::NOT_FOUND:
+      result.code = Code::NOT_FOUND;
+      break;
+    case rpc::Status::Code::COMPARE_FAILED:
+      result.code = Code::COMPARE_FAILED;
+      break;
+    case rpc::Status::Code::NO_QUORUM:
+      result.code = Code::NO_QUORUM;
+      break;
+    case rpc::Status::Code::TIMEOUT:
+      result.code = Code::TIMEOUT;
+      break;
+    case rpc::Status::Code::INVALID_ARGUMENT:
+      result.code = Code::INVALID_ARGUMENT;
+      break;
+    case rpc::Status::Code::NO_SPACE:
+      result.code = Code::NO_SPACE;
+      break;
+    case rpc::Status::Code::UNAVAILABLE:
+      result.code = Code::UNAVAILABLE;
+      break;
+    case rpc::Status::Code::INTERNAL:
+      result.code = Code::INTERNAL;
+      break;
+    default:
+      // A newer daemon may add codes; say so rather than guess what it meant.
+      result.code = Code::INTERNAL;
+      result.message = "daemon answered with unknown status code " +
+                       std::to_string(static_cast<unsigned>(status.getCode())) +
+                       (result.message.empty() ? "" : ": " + result.message);
+      return result;
+  }
+  if (result.message.empty()) result.message = codeName(result.code);
+  return result;
+}
+
+Header headerFrom(rpc::Header::Reader header) {
+  Header result;
+  result.revision = header.getRevision();
+  result.member = toString(header.getMember());
+  result.ballotRound = header.getBallotRound();
+  result.ballotMember = header.getBallotMember();
+  return result;
+}
+
+KeyValue keyValueFrom(rpc::KeyValue::Reader kv) {
+  KeyValue result;
+  result.key = toString(kv.getKey());
+  result.value = toString(kv.getValue());
+  result.createRevision = kv.getCreateRevision();
+  result.modRevision = kv.getModRevision();
+  result.version = kv.getVersion();
+  result.lease = kv.getLease();
+  return result;
+}
+
+MemberStatus memberFrom(rpc::MemberStatus::Reader member) {
+  MemberStatus result;
+  result.name = toString(member.getName());
+  result.address = toString(member.getAddress());
+  result.role = toString(member.getRole());
+  result.reachable = member.getReachable();
+  result.lagSlots = member.getLagSlots();
+  return result;
+}
+
+StatusInfo statusInfoFrom(rpc::StatusInfo::Reader info) {
+  StatusInfo result;
+  result.member = toString(info.getMember());
+  result.role = toString(info.getRole());
+  result.ballotRound = info.getBallotRound();
+  result.ballotMember = info.getBallotMember();
+  result.leader = toString(info.getLeader());
+  result.decidedSlot = info.getDecidedSlot();
+  result.appliedSlot = info.getAppliedSlot();
+  result.revision = info.getRevision();
+  for (auto member : info.getMembers())
+    result.members.push_back(memberFrom(member));
+  result.clusterId = toString(info.getClusterId());
+  result.incarnation = info.getIncarnation();
+  result.dbSizeBytes = info.getDbSizeBytes();
+  result.storeLimitBytes = info.getStoreLimitBytes();
+  result.version = toString(info.getVersion());
+  result.uptimeMs = info.getUptimeMs();
+  result.callerPid = info.getCallerPid();
+  result.callerUid = info.getCallerUid();
+  result.callerGid = info.getCallerGid();
+  return result;
+}
+
+/// A Result filled from a daemon reply that has `status` and `header` fields.
+template <typename T, typename Reply>
+Result<T> answeredResult(const Reply& reply) {
+  Result<T> result;
+  result.answered = true;
+  result.status = statusFrom(reply.getStatus());
+  result.header = headerFrom(reply.getHeader());
+  return result;
+}
+
+template <typename T>
+Result<T> failedResult(Code code, std::string message) {
+  Result<T> result;
+  result.status.code = code;
+  result.status.message = std::move(message);
+  return result;
+}
+
+void fillPut(rpc::PutOp::Builder builder, const std::string& key, const std::string& value,
+             uint64_t lease) {
+  builder.setKey(bytesOf(key));
+  builder.setValue(bytesOf(value));
+  builder.setLease(lease);
+}
+
+void fillDelete(rpc::DeleteOp::Builder builder, const std::string& key,
+                const std::string& rangeEnd) {
+  builder.setKey(bytesOf(key));
+  builder.setRangeEnd(bytesOf(rangeEnd));
+}
+
+rpc::Compare::Op opOf(Compare::Op op) {
+  switch (op) {
+    case Compare::Op::EQUAL:
+      return rpc::Compare::Op::EQUAL;
+    case Compare::Op::NOT_EQUAL:
+      return rpc::Compare::Op::NOT_EQUAL;
+    case Compare::Op::LESS:
+      return rpc::Compare::Op::LESS;
+    case Compare::Op::GREATER:
+      return rpc::Compare::Op::GREATER;
+  }
+  KJ_UNREACHABLE;
+}
+
+void fillCompare(rpc::Compare::Builder builder, const Compare& compare) {
+  builder.setKey(bytesOf(compare.key));
+  builder.setOp(opOf(compare.op));
+  auto target = builder.getTarget();
+  switch (compare.target) {
+    case Compare::Target::VALUE:
+      target.setValue(bytesOf(compare.value));
+      return;
+    case Compare::Target::VERSION:
+      target.setVersion(compare.number);
+      return;
+    case Compare::Target::CREATE_REVISION:
+      target.setCreateRevision(compare.number);
+      return;
+    case Compare::Target::MOD_REVISION:
+      target.setModRevision(compare.number);
+      return;
+  }
+  KJ_UNREACHABLE;
+}
+
+void fillTxnOps(capnp::List<rpc::TxnOp>::Builder builders, const std::vector<TxnOp>& ops) {
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const TxnOp& op = ops[i];
+    switch (op.kind) {
+      case TxnOp::Kind::PUT:
+        fillPut(builders[i].initPut(), op.key, op.value, op.lease);
+        break;
+      case TxnOp::Kind::DELETE:
+        fillDelete(builders[i].initDelete(), op.key, op.rangeEnd);
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+const char* codeName(Code code) {
+  switch (code) {
+    case Code::OK:
+      return "OK";
+    case Code::NOT_FOUND:
+      return "NOT_FOUND";
+    case Code::COMPARE_FAILED:
+      return "COMPARE_FAILED";
+    case Code::NO_QUORUM:
+      return "NO_QUORUM";
+    case Code::TIMEOUT:
+      return "TIMEOUT";
+    case Code::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case Code::NO_SPACE:
+      return "NO_SPACE";
+    case Code::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case Code::INTERNAL:
+      return "INTERNAL";
+  }
+  return "INTERNAL";
+}
+
+TxnOp TxnOp::put(std::string key, std::string value, uint64_t lease) {
+  TxnOp op;
+  op.kind = Kind::PUT;
+  op.key = std::move(key);
+  op.value = std::move(value);
+  op.lease = lease;
+  return op;
+}
+
+TxnOp TxnOp::del(std::string key, std::string rangeEnd) {
+  TxnOp op;
+  op.kind = Kind::DELETE;
+  op.key = std::move(key);
+  op.rangeEnd = std::move(rangeEnd);
+  return op;
+}
+
+std::string prefixRangeEnd(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty()) {
+    auto last = static_cast<unsigned char>(end.back());
+    if (last < 0xff) {
+      end.back() = static_cast<char>(last + 1);
+      return end;
+    }
+    end.pop_back();
+  }
+  return fromKeyRangeEnd();
+}
+
+std::string defaultSocketPath() {
+  const char* fromEnv = std::getenv("SYNOD_SOCKET");
+  if (fromEnv != nullptr && *fromEnv != '\0') return fromEnv;
+  return "/run/synod/synod.sock";
+}
+
+// ---------------------------------------------------------------------------------------------
+// AsyncClient
+
+/// One open connection. Refcounted: the client holds a reference until the connection breaks, and
+/// every call in flight holds one, so the RPC system outlives the calls made through it.
+struct AsyncClient::Connection : public kj::Refcounted {
+  explicit Connection(kj::Own<kj::AsyncIoStream> streamParam)
+      : stream(kj::mv(streamParam)),
+        rpcClient(*stream),
+        synod(rpcClient.bootstrap().castAs<rpc::Synod>()),
+        kv(synod.kvRequest().send().getKv()),
+        admin(synod.adminRequest().send().getAdmin()),
+        disconnectWatch(
+            rpcClient.onDisconnect()
+                .then([this]() { broken = true; }, [this](kj::Exception&&) { broken = true; })
+                .eagerlyEvaluate(nullptr)) {}
+
+  // Declaration order is destruction order reversed: capabilities go before the RPC system, the
+  // RPC system before the stream it reads.
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyClient rpcClient;
+  rpc::Synod::Client synod;
+  rpc::Kv::Client kv;
+  rpc::Admin::Client admin;
+  bool broken = false;
+  kj::Promise<void> disconnectWatch;
+};
+
+AsyncClient::AsyncClient(kj::AsyncIoProvider& io, ClientOptions options)
+    : io(io), options(std::move(options)) {
+  if (this->options.socketPath.empty()) this->options.socketPath = defaultSocketPath();
+}
+
+AsyncClient::~AsyncClient() noexcept(false) {}
+
+uint32_t AsyncClient::effectiveTimeout(uint32_t timeoutMs) const {
+  if (timeoutMs != 0) return timeoutMs;
+  if (options.timeoutMs != 0) return options.timeoutMs;
+  return DEFAULT_TIMEOUT_MS;
+}
+
+kj::Promise<void> AsyncClient::connected() {
+  KJ_IF_MAYBE (existing, connection) {
+    if (!(*existing)->broken) return kj::READY_NOW;
+    connection = nullptr;
+    connecting = nullptr;
+  }
+  KJ_IF_MAYBE (attempt, connecting) {
+    if (connectError == nullptr) return attempt->addBranch();
+    // The last attempt failed: try again.
+    connecting = nullptr;
+    connectError = nullptr;
+  }
+  auto attempt = io.getNetwork()
+                     .parseAddress(kj::str("unix:", options.socketPath.c_str()))
+                     .then([](kj::Own<kj::NetworkAddress>&& address) {
+                       auto stream = address->connect();
+                       return stream.attach(kj::mv(address));
+                     })
+                     .then(
+                         [this](kj::Own<kj::AsyncIoStream>&& stream) {
+                           connection = kj::refcounted<Connection>(kj::mv(stream));
+                         },
+                         [this](kj::Exception&& error) { connectError = kj::mv(error); })
+                     .fork();
+  auto branch = attempt.addBranch();
+  connecting = kj::mv(attempt);
+  return branch;
+}
+
+kj::Promise<rpc::Synod::Client> AsyncClient::bootstrap() {
+  return connected().then([this]() -> rpc::Synod::Client {
+    KJ_IF_MAYBE (existing, connection) {
+      return (*existing)->synod;
+    }
+    KJ_IF_MAYBE (error, connectError) {
+      kj::throwFatalException(kj::cp(*error));
+    }
+    KJ_FAIL_REQUIRE("connection to daemon closed", options.socketPath);
+  });
+}
+
+template <typename T>
+Result<T> AsyncClient::callFailure(Connection& conn, const kj::Exception& error) {
+  std::string description = toString(error.getDescription());
+  switch (error.getType()) {
+    case kj::Exception::Type::DISCONNECTED:
+      conn.broken = true;
+      return failedResult<T>(Code::UNAVAILABLE, "connection to daemon at " + options.socketPath +
+                                                    " lost: " + description);
+    case kj::Exception::Type::OVERLOADED:
+      return failedResult<T>(Code::UNAVAILABLE, "daemon overloaded: " + description);
+    case kj::Exception::Type::UNIMPLEMENTED:
+      return failedResult<T>(Code::INTERNAL, "daemon does not implement this call: " + description);
+    default:
+      return failedResult<T>(Code::INTERNAL, "daemon error: " + description);
+  }
+}
+
+template <typename T, typename Call>
+kj::Promise<Result<T>> AsyncClient::call(uint32_t timeoutMs, Call&& body) {
+  uint32_t timeout = effectiveTimeout(timeoutMs);
+  uint64_t budgetMs = uint64_t{timeout} + options.deadlineMarginMs;
+
+  // No step here turns a plain Result into a promise: g++ 12 reports a false "may be used
+  // uninitialized" inside KJ's ImmediatePromiseNode for a Result holding a std::vector.
+  auto work = connected()
+                  .then([this]() -> kj::Own<Connection> {
+                    KJ_IF_MAYBE (existing, connection) {
+                      return kj::addRef(**existing);
+                    }
+                    KJ_IF_MAYBE (error, connectError) {
+                      kj::throwFatalException(kj::cp(*error));
+                    }
+                    KJ_FAIL_REQUIRE("connection closed");
+                  })
+                  .then([this, timeout, body = kj::fwd<Call>(body)](
+                            kj::Own<Connection>&& conn) mutable -> kj::Promise<Result<T>> {
+                    Connection& connRef = *conn;
+                    return body(connRef, timeout)
+                        .catch_([this, &connRef](kj::Exception&& error) {
+                          return callFailure<T>(connRef, error);
+                        })
+                        .attach(kj::mv(conn));
+                  })
+                  .catch_([this](kj::Exception&& error) -> Result<T> {
+                    return failedResult<T>(Code::UNAVAILABLE, "daemon unreachable at " +
+                                                                  options.socketPath + ": " +
+                                                                  toString(error.getDescription()));
+                  });
+
+  auto deadline =
+      io.getTimer().afterDelay(budgetMs * kj::MILLISECONDS).then([this, budgetMs]() -> Result<T> {
+        return failedResult<T>(Code::TIMEOUT, "no answer from daemon at " + options.socketPath +
+                                                  " within " + std::to_string(budgetMs) + " ms");
+      });
+  return work.exclusiveJoin(kj::mv(deadline));
+}
+
+kj::Promise<Result<KeyValue>> AsyncClient::get(std::string key, ReadOptions opts) {
+  return call<KeyValue>(
+      opts.timeoutMs, [key = std::move(key), opts](Connection& conn, uint32_t timeout) {
+        auto request = conn.kv.getRequest();
+        request.setKey(bytesOf(key));
+        request.setTimeoutMs(timeout);
+        request.setSerializable(opts.serializable);
+        return request.send().then([](capnp::Response<rpc::Kv::GetResults>&& response) {
+          auto result = answeredResult<KeyValue>(response);
+          if (result.ok()) result.reply = keyValueFrom(response.getKv());
+          return result;
+        });
+      });
+}
+
+kj::Promise<Result<Empty>> AsyncClient::put(std::string key, std::string value, WriteOptions opts) {
+  return call<Empty>(opts.timeoutMs, [key = std::move(key), value = std::move(value)](
+                                         Connection& conn, uint32_t timeout) {
+    auto request = conn.kv.putRequest();
+    fillPut(request.initOp(), key, value, 0);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Kv::PutResults>&& response) {
+      return answeredResult<Empty>(response);
+    });
+  });
+}
+
+kj::Promise<Result<DeleteReply>> AsyncClient::del(std::string key, std::string rangeEnd,
+                                                  WriteOptions opts) {
+  return call<DeleteReply>(opts.timeoutMs, [key = std::move(key), rangeEnd = std::move(rangeEnd)](
+                                               Connection& conn, uint32_t timeout) {
+    auto request = conn.kv.deleteRequest();
+    fillDelete(request.initOp(), key, rangeEnd);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Kv::DeleteResults>&& response) {
+      auto result = answeredResult<DeleteReply>(response);
+      result.reply.deleted = response.getDeleted();
+      return result;
+    });
+  });
+}
+
+kj::Promise<Result<ListReply>> AsyncClient::list(std::string prefix, ListOptions opts) {
+  uint32_t timeoutMs = opts.timeoutMs;
+  return call<ListReply>(timeoutMs, [prefix = std::move(prefix), opts = std::move(opts)](
+                                        Connection& conn, uint32_t timeout) {
+    auto request = conn.kv.listRequest();
+    request.setPrefix(bytesOf(prefix));
+    request.setLimit(opts.limit);
+    request.setStartAfter(bytesOf(opts.startAfter));
+    request.setTimeoutMs(timeout);
+    request.setSerializable(opts.serializable);
+    return request.send().then([](capnp::Response<rpc::Kv::ListResults>&& response) {
+      auto result = answeredResult<ListReply>(response);
+      if (result.ok()) {
+        for (auto kv : response.getKvs())
+          result.reply.kvs.push_back(keyValueFrom(kv));
+        result.reply.more = response.getMore();
+      }
+      return result;
+    });
+  });
+}
+
+kj::Promise<Result<TxnReply>> AsyncClient::txn(Txn txn, WriteOptions opts) {
+  return call<TxnReply>(opts.timeoutMs, [txn = std::move(txn)](Connection& conn, uint32_t timeout) {
+    auto request = conn.kv.txnRequest();
+    auto builder = request.initTxn();
+    auto compares = builder.initCompares(txn.compares.size());
+    for (size_t i = 0; i < txn.compares.size(); ++i)
+      fillCompare(compares[i], txn.compares[i]);
+    fillTxnOps(builder.initSuccess(txn.success.size()), txn.success);
+    fillTxnOps(builder.initFailure(txn.failure.size()), txn.failure);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Kv::TxnResults>&& response) {
+      auto result = answeredResult<TxnReply>(response);
+      result.reply.succeeded = result.ok() && response.getSucceeded();
+      // One outcome, one code: a txn whose compares did not hold is COMPARE_FAILED whether the
+      // daemon says so in the status or only in `succeeded`.
+      if (result.ok() && !result.reply.succeeded) {
+        result.status.code = Code::COMPARE_FAILED;
+        result.status.message = "the compares did not hold; the failure branch ran";
+      }
+      return result;
+    });
+  });
+}
+
+kj::Promise<Result<StatusInfo>> AsyncClient::status(uint32_t timeoutMs) {
+  return call<StatusInfo>(timeoutMs, [](Connection& conn, uint32_t timeout) {
+    auto request = conn.admin.statusRequest();
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Admin::StatusResults>&& response) {
+      auto result = answeredResult<StatusInfo>(response);
+      if (result.ok()) result.reply = statusInfoFrom(response.getInfo());
+      return result;
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+Client::Client(ClientOptions options) : ownIo(kj::setupAsyncIo()) {
+  auto& io = KJ_ASSERT_NONNULL(ownIo);
+  scope = &io.waitScope;
+  client = kj::heap<AsyncClient>(*io.provider, std::move(options));
+}
+
+Client::Client(std::string socketPath, uint32_t timeoutMs)
+    : Client(ClientOptions{std::move(socketPath), timeoutMs, DEFAULT_DEADLINE_MARGIN_MS}) {}
+
+Client::Client(kj::AsyncIoContext& io, ClientOptions options)
+    : scope(&io.waitScope), client(kj::heap<AsyncClient>(*io.provider, std::move(options))) {}
+
+Client::~Client() noexcept(false) {}
+
+Result<KeyValue> Client::get(std::string_view key, ReadOptions opts) {
+  return client->get(std::string(key), opts).wait(*scope);
+}
+
+Result<Empty> Client::put(std::string_view key, std::string_view value, WriteOptions opts) {
+  return client->put(std::string(key), std::string(value), opts).wait(*scope);
+}
+
+Result<DeleteReply> Client::del(std::string_view key, std::string_view rangeEnd,
+                                WriteOptions opts) {
+  return client->del(std::string(key), std::string(rangeEnd), opts).wait(*scope);
+}
+
+Result<ListReply> Client::list(std::string_view prefix, ListOptions opts) {
+  return client->list(std::string(prefix), std::move(opts)).wait(*scope);
+}
+
+Result<TxnReply> Client::txn(const Txn& txn, WriteOptions opts) {
+  return client->txn(txn, opts).wait(*scope);
+}
+
+Result<StatusInfo> Client::status(uint32_t timeoutMs) {
+  return client->status(timeoutMs).wait(*scope);
+}
+
+}  // namespace synod::clients

@@ -1,0 +1,289 @@
+// libsynod: the C++ client of the local synod daemon.
+//
+// An app talks to the daemon on its own host over a Unix socket (Cap'n Proto two-party RPC, see
+// rpc_schema/synod.capnp). Two faces:
+//
+// - `Client`: synchronous. Every call blocks until the daemon answers or the client's own deadline
+//   passes, and never throws for an expected outcome: the answer is a `Result` whose `status` says
+//   what happened. It runs its own KJ event loop, so it needs no event loop in the app — and it
+//   must not be used on a thread that already runs a KJ event loop (use the constructor that
+//   borrows that loop's `kj::AsyncIoContext`, or `AsyncClient`).
+// - `AsyncClient`: the same calls as KJ promises, for apps that run a KJ loop.
+//
+// Keys and values are bytes held in std::string. The connection is opened on the first call and
+// reopened on a later call after it broke (daemon restarted); a failure to connect is reported as
+// Code::UNAVAILABLE with "daemon unreachable at PATH: reason".
+//
+// Deadlines: every call sends `timeoutMs` to the daemon (the per-call option, else the client's
+// default). The daemon answers TIMEOUT or NO_QUORUM past it. The client itself gives up
+// `deadlineMarginMs` later and reports TIMEOUT, so a hung daemon cannot hang the app. For writes,
+// TIMEOUT, NO_QUORUM and a connection lost mid-call mean the outcome is unknown.
+#pragma once
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "rpc_schema/synod.capnp.h"
+
+namespace synod::clients {
+
+/// Outcome of a call. The names (codeName) are the ones synodctl prints and scripts rely on.
+enum class Code {
+  OK,
+  NOT_FOUND,
+  COMPARE_FAILED,
+  NO_QUORUM,  // for writes: outcome unknown
+  TIMEOUT,    // for writes: outcome unknown
+  INVALID_ARGUMENT,
+  NO_SPACE,
+  UNAVAILABLE,  // daemon unreachable, or the connection broke during the call
+  INTERNAL,     // the daemon failed unexpectedly or lacks the method (older daemon)
+};
+
+/// "OK", "NOT_FOUND", … as in INTERFACES.md.
+const char* codeName(Code code);
+
+struct Status {
+  Code code = Code::OK;
+  std::string message;  // human text naming what was wrong; empty when ok
+
+  bool ok() const { return code == Code::OK; }
+};
+
+/// Who served a reply and which state it reflects.
+struct Header {
+  uint64_t revision = 0;  // the config map's revision
+  std::string member;     // name of the member that served it
+  uint64_t ballotRound = 0;
+  uint32_t ballotMember = 0;
+};
+
+/// Every call answers with one of these. `answered` is true when the daemon replied (then `status`
+/// and `header` are the daemon's); false when the client gave up (UNAVAILABLE, TIMEOUT, INTERNAL
+/// from an RPC exception) and `header` is empty. `reply` is meaningful when `ok()`; a few replies
+/// also carry data on failure (a TxnReply says whether the compares held).
+template <typename T>
+struct Result {
+  Status status;
+  Header header;
+  bool answered = false;
+  T reply{};
+
+  bool ok() const { return status.ok(); }
+  T& operator*() { return reply; }
+  const T& operator*() const { return reply; }
+  T* operator->() { return &reply; }
+  const T* operator->() const { return &reply; }
+};
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+  uint64_t createRevision = 0;
+  uint64_t modRevision = 0;
+  uint64_t version = 0;  // puts since the key was (re)created; 0 = absent
+  uint64_t lease = 0;    // 0 = none
+};
+
+struct Empty {};
+
+struct DeleteReply {
+  uint64_t deleted = 0;
+};
+
+struct ListReply {
+  std::vector<KeyValue> kvs;
+  bool more = false;  // keys remain: continue with startAfter = kvs.back().key
+};
+
+struct TxnReply {
+  bool succeeded = false;  // the compares held and the success ops ran
+};
+
+struct MemberStatus {
+  std::string name;
+  std::string address;
+  std::string role;  // leader / follower / candidate / learner / unknown
+  bool reachable = false;
+  uint64_t lagSlots = 0;
+};
+
+struct StatusInfo {
+  std::string member;
+  std::string role;
+  uint64_t ballotRound = 0;
+  uint32_t ballotMember = 0;
+  std::string leader;  // empty when unknown
+  uint64_t decidedSlot = 0;
+  uint64_t appliedSlot = 0;
+  uint64_t revision = 0;
+  std::vector<MemberStatus> members;
+  std::string clusterId;
+  uint64_t incarnation = 0;
+  uint64_t dbSizeBytes = 0;
+  uint64_t storeLimitBytes = 0;
+  std::string version;
+  uint64_t uptimeMs = 0;
+  int32_t callerPid = 0;
+  uint32_t callerUid = 0;
+  uint32_t callerGid = 0;
+};
+
+/// One condition of a transaction: `target(key) op operand`. A missing key has version 0,
+/// createRevision 0 and modRevision 0.
+struct Compare {
+  enum class Target { VALUE, VERSION, CREATE_REVISION, MOD_REVISION };
+  enum class Op { EQUAL, NOT_EQUAL, LESS, GREATER };
+
+  std::string key;
+  Target target = Target::VALUE;
+  Op op = Op::EQUAL;
+  std::string value;    // the operand when target is VALUE
+  uint64_t number = 0;  // the operand otherwise
+};
+
+/// One write of a transaction branch.
+struct TxnOp {
+  enum class Kind { PUT, DELETE };
+
+  Kind kind = Kind::PUT;
+  std::string key;
+  std::string value;     // PUT
+  uint64_t lease = 0;    // PUT, 0 = none
+  std::string rangeEnd;  // DELETE: see Client::del
+
+  static TxnOp put(std::string key, std::string value, uint64_t lease = 0);
+  static TxnOp del(std::string key, std::string rangeEnd = {});
+};
+
+/// All compares are evaluated against one state; if all hold `success` runs, else `failure`,
+/// atomically at one new revision.
+struct Txn {
+  std::vector<Compare> compares;
+  std::vector<TxnOp> success;
+  std::vector<TxnOp> failure;
+};
+
+/// The rangeEnd that selects every key starting with `prefix` (the prefix with its last byte
+/// below 0xff incremented and what follows dropped); "\0" (every key >= prefix) when the prefix is
+/// empty or all 0xff.
+std::string prefixRangeEnd(std::string_view prefix);
+
+/// The rangeEnd that selects every key >= the start key.
+inline std::string fromKeyRangeEnd() {
+  return std::string(1, '\0');
+}
+
+/// $SYNOD_SOCKET when set and non-empty, else /run/synod/synod.sock.
+std::string defaultSocketPath();
+
+inline constexpr uint32_t DEFAULT_TIMEOUT_MS = 5000;
+inline constexpr uint32_t DEFAULT_DEADLINE_MARGIN_MS = 1000;
+
+struct ClientOptions {
+  std::string socketPath;                   // empty: defaultSocketPath()
+  uint32_t timeoutMs = DEFAULT_TIMEOUT_MS;  // sent with calls that don't set their own; 0 = default
+  uint32_t deadlineMarginMs = DEFAULT_DEADLINE_MARGIN_MS;  // client gives up this much later
+};
+
+struct ReadOptions {
+  bool serializable = false;  // answer from the local replica at once instead of linearizably
+  uint32_t timeoutMs = 0;     // 0: the client's default
+};
+
+struct WriteOptions {
+  uint32_t timeoutMs = 0;  // 0: the client's default
+};
+
+struct ListOptions {
+  uint32_t limit = 0;      // at most this many keys; 0 = the daemon's maximum
+  std::string startAfter;  // exclusive; empty = from the first key with the prefix
+  bool serializable = false;
+  uint32_t timeoutMs = 0;  // 0: the client's default
+};
+
+/// The promise face. Owns the connection; every promise it returns refers to it, so it must
+/// outlive them. Calls may be issued concurrently; they share one connection. No promise it
+/// returns ever rejects: failures are in Result::status.
+class AsyncClient {
+ public:
+  /// Uses `io`'s network (for "unix:PATH") and timer; `io` must outlive this. Does not connect.
+  AsyncClient(kj::AsyncIoProvider& io, ClientOptions options);
+  ~AsyncClient() noexcept(false);
+  KJ_DISALLOW_COPY(AsyncClient);
+
+  const std::string& socketPath() const { return options.socketPath; }
+  const ClientOptions& clientOptions() const { return options; }
+
+  kj::Promise<Result<KeyValue>> get(std::string key, ReadOptions opts = {});
+  kj::Promise<Result<Empty>> put(std::string key, std::string value, WriteOptions opts = {});
+  /// Deletes `key` alone when rangeEnd is empty, else every k with key <= k < rangeEnd ("\0": every
+  /// k >= key; see prefixRangeEnd).
+  kj::Promise<Result<DeleteReply>> del(std::string key, std::string rangeEnd = {},
+                                       WriteOptions opts = {});
+  kj::Promise<Result<ListReply>> list(std::string prefix, ListOptions opts = {});
+  /// status COMPARE_FAILED (with reply.succeeded false) when the compares did not hold and the
+  /// failure branch ran.
+  kj::Promise<Result<TxnReply>> txn(Txn txn, WriteOptions opts = {});
+  kj::Promise<Result<StatusInfo>> status(uint32_t timeoutMs = 0);
+
+  /// The bootstrap capability, connecting first if needed, for API not wrapped here. Rejects with
+  /// the connect error.
+  kj::Promise<rpc::Synod::Client> bootstrap();
+
+ private:
+  struct Connection;
+
+  kj::Promise<void> connected();
+  template <typename T, typename Call>
+  kj::Promise<Result<T>> call(uint32_t timeoutMs, Call&& body);
+  template <typename T>
+  Result<T> callFailure(Connection& conn, const kj::Exception& error);
+  uint32_t effectiveTimeout(uint32_t timeoutMs) const;
+
+  kj::AsyncIoProvider& io;
+  ClientOptions options;
+  kj::Maybe<kj::Own<Connection>> connection;  // set once connected, until it breaks
+  kj::Maybe<kj::ForkedPromise<void>> connecting;
+  kj::Maybe<kj::Exception> connectError;  // set by a finished failed connect attempt
+};
+
+/// The blocking face: each call runs the event loop until its answer (or the deadline).
+class Client {
+ public:
+  /// Runs its own event loop on this thread (kj::setupAsyncIo): at most one per thread, and not on
+  /// a thread that already has a KJ event loop.
+  explicit Client(ClientOptions options = {});
+  Client(std::string socketPath, uint32_t timeoutMs);
+  /// Borrows a thread's existing KJ I/O context; calls block by waiting on its wait scope, so
+  /// other work on that loop keeps running meanwhile. `io` must outlive this.
+  Client(kj::AsyncIoContext& io, ClientOptions options);
+  ~Client() noexcept(false);
+  KJ_DISALLOW_COPY(Client);
+
+  const std::string& socketPath() const { return client->socketPath(); }
+
+  Result<KeyValue> get(std::string_view key, ReadOptions opts = {});
+  Result<Empty> put(std::string_view key, std::string_view value, WriteOptions opts = {});
+  Result<DeleteReply> del(std::string_view key, std::string_view rangeEnd = {},
+                          WriteOptions opts = {});
+  Result<ListReply> list(std::string_view prefix, ListOptions opts = {});
+  Result<TxnReply> txn(const Txn& txn, WriteOptions opts = {});
+  Result<StatusInfo> status(uint32_t timeoutMs = 0);
+
+  /// The promise face on the same connection, and the wait scope to wait on its promises.
+  AsyncClient& async() { return *client; }
+  kj::WaitScope& waitScope() { return *scope; }
+
+ private:
+  kj::Maybe<kj::AsyncIoContext> ownIo;
+  kj::WaitScope* scope;
+  kj::Own<AsyncClient> client;
+};
+
+}  // namespace synod::clients
