@@ -91,6 +91,7 @@ TEST_CASE_TEMPLATE("Store: everything committed survives a restart", H, LmdbHarn
   batch.putKey("a", {"alpha", 1, 5, 3, 42});
   batch.putKey(BINARY_KEY, {BINARY_VALUE, 2, 2, 1, 0});
   batch.putKey("c", {"", 3, 3, 1, 0});
+  batch.putKey("\xff high byte", {"h", 4, 4, 1, 0});  // sorts after ASCII: bytes are unsigned
   batch.sessions[0] = std::string("session of member 0");
   batch.sessions[2] = BINARY_VALUE;
   harness.get().commit(batch);
@@ -120,6 +121,7 @@ TEST_CASE_TEMPLATE("Store: everything committed survives a restart", H, LmdbHarn
   std::vector<std::pair<std::string, KeyRecord>> expectedKeys = {
       {"a", {"alpha", 1, 5, 3, 42}},
       {"c", {"see", 3, 9, 2, 0}},
+      {"\xff high byte", {"h", 4, 4, 1, 0}},
   };
   CHECK(allKeys(store) == expectedKeys);
 
