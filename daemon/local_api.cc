@@ -142,7 +142,9 @@ LocalApi::LocalApi(Node& node, kj::LowLevelAsyncIoProvider& lowLevel, kj::Timer&
       timer_(timer),
       listener_(lowLevel.wrapListenSocketFd(listenFd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP)),
       tasks_(*this) {
-  tasks_.add(acceptCanceler_.wrap(acceptLoop()));
+  accepting_ = acceptLoop().eagerlyEvaluate([](kj::Exception&& exception) {
+    logError("local API: accept loop ended: ", exception.getDescription());
+  });
 }
 
 LocalApi::~LocalApi() {
@@ -182,8 +184,7 @@ void LocalApi::serve(kj::Own<kj::AsyncIoStream> stream) {
 }
 
 void LocalApi::stopAccepting() {
-  if (listener_.get() == nullptr) return;
-  acceptCanceler_.cancel("local API stopped accepting");
+  accepting_ = nullptr;
   listener_ = nullptr;
 }
 

@@ -57,8 +57,8 @@ class LocalApi : private kj::TaskSet::ErrorHandler {
   kj::Timer& timer_;
   kj::Own<kj::ConnectionReceiver> listener_;
   std::list<kj::Own<Connection>> connections_;
-  kj::Canceler acceptCanceler_;
-  kj::Canceler disconnectCanceler_;  // watchers that erase connections_ entries
+  kj::Promise<void> accepting_ = nullptr;  // the accept loop; dropping it stops accepting
+  kj::Canceler disconnectCanceler_;        // watchers that erase connections_ entries
   kj::TaskSet tasks_;
 };
 

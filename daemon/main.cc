@@ -1,1 +1,241 @@
-int main() { return 0; }
+// synod: the daemon. main() wires everything; nothing here decides anything about the protocol.
+#include <signal.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <uv.h>
+
+#include <kj/debug.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/config.h"
+#include "daemon/local_api.h"
+#include "daemon/logging.h"
+#include "daemon/node.h"
+#include "daemon/uv_loop.h"
+#include "storage/lmdb_store.h"
+
+namespace synod::daemon {
+namespace {
+
+constexpr const char* USAGE =
+    "usage: synod --config FILE      run a member with this configuration\n"
+    "       synod --dev              run a single-member group under ./var (member n1)\n"
+    "       synod --check-config FILE  print the effective configuration; exit 0 if valid, 1 if "
+    "not\n"
+    "       synod --version | --help\n"
+    "\n"
+    "Signals: SIGTERM/SIGINT stop cleanly (finish in-flight commits, close the store, remove the\n"
+    "socket this daemon bound). Logs go to stderr with <N> priority prefixes for journald.\n";
+
+// Everything that lives while the daemon serves, in construction order; destroyed in reverse.
+class Daemon {
+ public:
+  explicit Daemon(Config config) : config_(std::move(config)) {}
+
+  int run() {
+    checkDataDir(config_);
+    std::error_code ec;
+    std::filesystem::create_directories(config_.dataDir, ec);
+    if (ec) {
+      throw storage::OpenError("cannot create data_dir " + config_.dataDir + ": " + ec.message());
+    }
+    storage::LmdbOptions options;
+    options.dataDir = config_.dataDir;
+    options.clusterId = config_.clusterId;
+    options.memberName = config_.node;
+    options.storeLimitBytes = config_.storeLimitBytes;
+    store_ = storage::LmdbStore::open(options);
+
+    KJ_ASSERT(uv_loop_init(&loop_) == 0);
+    loopInitialized_ = true;
+    kj_ = std::make_unique<UvKjLoop>(&loop_);
+    node_ = std::make_unique<Node>(config_, *store_, kj_->timer());
+
+    int listenFd = takeListenSocket();
+    api_ = std::make_unique<LocalApi>(*node_, kj_->lowLevel(), kj_->timer(), listenFd);
+
+    startSignals();
+    startWatchdog();
+    logNotice("member ", config_.node.c_str(), " of cluster ", config_.clusterId.c_str(),
+              " serving on ", config_.socket.c_str(), " (data in ", config_.dataDir.c_str(), ")");
+    sd_notifyf(0, "READY=1\nSTATUS=serving as %s (group of %zu)", config_.node.c_str(),
+               config_.peers.size());
+
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    return exitCode_;
+  }
+
+  ~Daemon() {
+    api_.reset();
+    node_.reset();
+    kj_.reset();
+    if (loopInitialized_) {
+      uv_run(&loop_, UV_RUN_DEFAULT);  // let close callbacks run
+      uv_loop_close(&loop_);
+    }
+    store_.reset();
+    if (boundSocket_) unlinkOwnSocket(config_.socket, boundInode_);
+  }
+
+ private:
+  // The listening socket: handed over by systemd socket activation, else bound here.
+  int takeListenSocket() {
+    int handed = sd_listen_fds(1);
+    if (handed == 1) {
+      logInfo("using the local API socket handed over by systemd");
+      return SD_LISTEN_FDS_START;
+    }
+    if (handed > 1) {
+      throw SocketError("systemd handed over " + std::to_string(handed) +
+                        " sockets; synod expects exactly one (the local API)");
+    }
+    int fd = bindLocalSocket(config_);
+    struct stat bound {};
+    if (::stat(config_.socket.c_str(), &bound) == 0) {
+      boundSocket_ = true;
+      boundInode_ = bound.st_ino;
+    }
+    return fd;
+  }
+
+  void startSignals() {
+    for (int signum : {SIGTERM, SIGINT, SIGHUP}) {
+      auto& handle = signals_.emplace_back(std::make_unique<uv_signal_t>());
+      uv_signal_init(&loop_, handle.get());
+      handle->data = this;
+      uv_signal_start(
+          handle.get(),
+          [](uv_signal_t* h, int which) { static_cast<Daemon*>(h->data)->onSignal(which); },
+          signum);
+    }
+  }
+
+  void startWatchdog() {
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+    watchdog_ = std::make_unique<uv_timer_t>();
+    uv_timer_init(&loop_, watchdog_.get());
+    // Sent from the loop itself: a stuck loop stops the pings and systemd restarts the daemon.
+    uint64_t periodMs = std::max<uint64_t>(usec / 2000, 1);
+    uv_timer_start(
+        watchdog_.get(), [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); }, periodMs, periodMs);
+  }
+
+  void onSignal(int signum) {
+    if (signum == SIGHUP) {
+      logNotice(
+          "SIGHUP: nothing in the configuration can change live yet; restart to apply "
+          "changes");
+      return;
+    }
+    if (stopping_) return;
+    stopping_ = true;
+    logNotice("received ", strsignal(signum), ": stopping");
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+    api_->stopAccepting();
+    node_->drain();
+    // Give the replies of the writes just answered a moment to leave, then close everything.
+    auto timer = std::make_unique<uv_timer_t>();
+    uv_timer_init(&loop_, timer.get());
+    timer->data = this;
+    uv_timer_start(
+        timer.get(), [](uv_timer_t* h) { static_cast<Daemon*>(h->data)->finishStop(); }, 50, 0);
+    stopTimer_ = std::move(timer);
+  }
+
+  void finishStop() {
+    api_->closeAll();
+    for (auto& handle : signals_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(handle.get()), nullptr);
+    }
+    if (watchdog_) uv_close(reinterpret_cast<uv_handle_t*>(watchdog_.get()), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(stopTimer_.get()), nullptr);
+    logNotice("stopped cleanly");
+  }
+
+  Config config_;
+  std::unique_ptr<storage::LmdbStore> store_;
+  uv_loop_t loop_{};
+  bool loopInitialized_ = false;
+  std::unique_ptr<UvKjLoop> kj_;
+  std::unique_ptr<Node> node_;
+  std::unique_ptr<LocalApi> api_;
+  std::vector<std::unique_ptr<uv_signal_t>> signals_;
+  std::unique_ptr<uv_timer_t> watchdog_;
+  std::unique_ptr<uv_timer_t> stopTimer_;
+  bool boundSocket_ = false;
+  ino_t boundInode_ = 0;
+  bool stopping_ = false;
+  int exitCode_ = 0;
+};
+
+int checkConfig(const std::string& path) {
+  try {
+    Config config = loadConfigFile(path);
+    checkDataDir(config);
+    std::fputs(renderConfig(config).c_str(), stdout);
+    return 0;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "synod: %s\n", e.what());
+    return 1;
+  }
+}
+
+int serve(std::optional<std::string> configPath) {
+  ::signal(SIGPIPE, SIG_IGN);  // a client that vanished is an error return, not a signal
+  try {
+    Config config = configPath ? loadConfigFile(*configPath) : devConfig("var");
+    Daemon daemon(std::move(config));
+    return daemon.run();
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "synod: %s\n", e.what());
+    return 1;
+  } catch (const storage::OpenError& e) {
+    logError("cannot open the store: ", e.what());
+    return 1;
+  } catch (const storage::CorruptionError& e) {
+    logError("store is corrupt: ", e.what(),
+             "; this member cannot serve: wipe its data_dir and let it catch up from its peers");
+    return 1;
+  } catch (const SocketError& e) {
+    logError(e.what());
+    return 1;
+  } catch (const kj::Exception& e) {
+    logError("fatal: ", e.getDescription());
+    return 1;
+  } catch (const std::exception& e) {
+    logError("fatal: ", e.what());
+    return 1;
+  }
+}
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+    std::fputs(USAGE, stdout);
+    return 0;
+  }
+  if (args.size() == 1 && args[0] == "--version") {
+    std::printf("synod %s\n", SYNOD_VERSION);
+    return 0;
+  }
+  if (args.size() == 1 && args[0] == "--dev") return serve(std::nullopt);
+  if (args.size() == 2 && args[0] == "--config") return serve(args[1]);
+  if (args.size() == 2 && args[0] == "--check-config") return checkConfig(args[1]);
+  std::fputs(USAGE, stderr);
+  return 2;
+}
+
+}  // namespace
+}  // namespace synod::daemon
+
+int main(int argc, char** argv) {
+  return synod::daemon::main(argc, argv);
+}

@@ -182,6 +182,9 @@ NodeStatus Node::status() const {
   status.revision = state_.revision();
   status.incarnation = incarnation_;
   status.dbSizeBytes = store_.usedBytes();
+  status.uptimeMs = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - startedAt_)
+                        .count();
   for (const auto& [name, address] : config_.peers) {
     MemberInfo member;
     member.name = name;

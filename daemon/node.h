@@ -15,6 +15,7 @@
 #include <kj/async.h>
 #include <kj/timer.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -58,6 +59,7 @@ struct NodeStatus {
   uint64_t revision = 0;
   uint64_t incarnation = 0;
   uint64_t dbSizeBytes = 0;
+  uint64_t uptimeMs = 0;
   std::vector<MemberInfo> members;
 };
 
@@ -106,6 +108,7 @@ class Node : private kj::TaskSet::ErrorHandler {
   election::RequestLimits limits_;
   election::MemberIndex self_;
   uint64_t incarnation_;
+  std::chrono::steady_clock::time_point startedAt_ = std::chrono::steady_clock::now();
   uint64_t nextSequence_ = 1;
   bool flushScheduled_ = false;
   bool draining_ = false;

@@ -3,8 +3,6 @@
 #include <capnp/message.h>
 #include <kj/debug.h>
 
-#include <chrono>
-
 namespace synod::daemon {
 
 namespace {
@@ -209,8 +207,7 @@ class KvService final : public rpc::Kv::Server {
 
 class AdminService final : public rpc::Admin::Server {
  public:
-  AdminService(Node& node, PeerCredentials caller)
-      : node_(node), caller_(caller), started_(std::chrono::steady_clock::now()) {}
+  AdminService(Node& node, PeerCredentials caller) : node_(node), caller_(caller) {}
 
   kj::Promise<void> status(StatusContext context) override {
     auto results = context.getResults();
@@ -235,9 +232,7 @@ class AdminService final : public rpc::Admin::Server {
     info.setDbSizeBytes(status.dbSizeBytes);
     info.setStoreLimitBytes(node_.config().storeLimitBytes);
     info.setVersion(SYNOD_VERSION);
-    info.setUptimeMs(std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::steady_clock::now() - started_)
-                         .count());
+    info.setUptimeMs(status.uptimeMs);
     info.setCallerPid(caller_.pid);
     info.setCallerUid(caller_.uid);
     info.setCallerGid(caller_.gid);
@@ -256,7 +251,6 @@ class AdminService final : public rpc::Admin::Server {
  private:
   Node& node_;
   PeerCredentials caller_;
-  std::chrono::steady_clock::time_point started_;
 };
 
 class SynodService final : public rpc::Synod::Server {

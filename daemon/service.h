@@ -11,15 +11,10 @@
 #include <kj/memory.h>
 
 #include "daemon/node.h"
+#include "daemon/uv_loop.h"  // PeerCredentials
 #include "rpc_schema/synod.capnp.h"
 
 namespace synod::daemon {
-
-struct PeerCredentials {
-  pid_t pid = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
 
 // Creates the bootstrap capability for one connection. `node` must outlive every capability
 // derived from it (the daemon closes all connections before destroying the node).
