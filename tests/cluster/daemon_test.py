@@ -26,6 +26,23 @@ def test_sigterm_stops_cleanly_and_data_persists(synod, synodctl, workdir):
     check(daemon.stop() == 0, "second stop failed")
 
 
+def test_socket_mode_and_group(synod, synodctl, workdir):
+    import grp
+    group = grp.getgrnam("daemon")
+    config = single_member_config(workdir, extra='socket_mode: "0600"\nsocket_group: daemon\n')
+    sock = workdir.file("n1", "synod.sock")
+    daemon = Daemon(synod, config, sock).start()
+    st = os.stat(sock)
+    check(stat.S_IMODE(st.st_mode) == 0o600, f"socket mode {oct(stat.S_IMODE(st.st_mode))}")
+    check(st.st_gid == group.gr_gid, f"socket group {st.st_gid}, expected {group.gr_gid}")
+    daemon.stop()
+    bad = single_member_config(workdir, extra="socket_group: no-such-group-here\n")
+    refused = Daemon(synod, bad, sock)
+    refused.start(wait=False)
+    check(refused.wait() == 1, "an unknown socket_group was not refused")
+    check("no-such-group-here" in refused.read_log(), refused.read_log())
+
+
 def test_stale_socket_is_replaced(synod, synodctl, workdir):
     config = single_member_config(workdir)
     sock = workdir.file("n1", "synod.sock")
@@ -138,6 +155,7 @@ def test_check_config(synod, synodctl, workdir):
 if __name__ == "__main__":
     main([
         ("sigterm stops cleanly, data persists", test_sigterm_stops_cleanly_and_data_persists),
+        ("socket mode and group", test_socket_mode_and_group),
         ("stale socket is replaced", test_stale_socket_is_replaced),
         ("live socket is never stolen", test_live_socket_is_never_stolen),
         ("non-socket file is not replaced", test_non_socket_file_is_not_replaced),
