@@ -42,13 +42,18 @@ void runCallback(const char* where, Func&& func) noexcept {
 // deadline computed in a plain libuv callback (after the loop slept) is never in the past.
 class UvTimer final : public kj::Timer {
  public:
-  UvTimer() : clock(kj::systemPreciseMonotonicClock()), impl(clock.now()) {}
+  // `scheduled` runs after every new timer: the uv timer must be armed before uv_run() next
+  // checks whether anything keeps the loop alive.
+  explicit UvTimer(kj::Function<void()> scheduled)
+      : clock(kj::systemPreciseMonotonicClock()), impl(clock.now()), scheduled(kj::mv(scheduled)) {}
 
   kj::TimePoint now() const override { return clock.now(); }
-  kj::Promise<void> atTime(kj::TimePoint time) override { return impl.atTime(time); }
-  kj::Promise<void> afterDelay(kj::Duration delay) override {
-    return impl.atTime(clock.now() + delay);
+  kj::Promise<void> atTime(kj::TimePoint time) override {
+    auto promise = impl.atTime(time);
+    scheduled();
+    return promise;
   }
+  kj::Promise<void> afterDelay(kj::Duration delay) override { return atTime(clock.now() + delay); }
 
   // Fires every timer whose deadline has passed.
   void advance() { impl.advanceTo(clock.now()); }
@@ -57,6 +62,7 @@ class UvTimer final : public kj::Timer {
  private:
   const kj::MonotonicClock& clock;
   kj::TimerImpl impl;
+  kj::Function<void()> scheduled;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -68,8 +74,8 @@ class UvTimer final : public kj::Timer {
 //   emptying in the middle of a wait).
 // - timer handle: armed to KJ's next timer deadline; referenced, since a pending KJ timer is
 //   work that must keep uv_run(UV_RUN_DEFAULT) going.
-// - prepare handle (unreferenced): re-arms the timer before every poll, which covers KJ timers
-//   created from plain libuv callbacks, outside any KJ run.
+// - prepare handle (unreferenced): re-arms the timer before every poll, so it follows canceled
+//   KJ timers (new ones arm it at once).
 // - async handle (unreferenced, except inside wait()): wake() from other threads. Cross-thread
 //   kj::Executor work is drained only from KJ's wait/poll path, so the callback polls the wait
 //   scope.
@@ -124,7 +130,8 @@ class UvEventPort final : public kj::EventPort {
   static void onAsync(uv_async_t* handle);
 };
 
-UvEventPort::UvEventPort(uv_loop_t* loop) : loop(loop), handles(new Handles) {
+UvEventPort::UvEventPort(uv_loop_t* loop)
+    : loop(loop), handles(new Handles), kjTimer([this] { rearmTimer(); }) {
   // The async handle is the only one whose init can fail (it may need an eventfd); it fails
   // before touching the handle, so nothing needs closing.
   int error = uv_async_init(loop, &handles->async, onAsync);
@@ -268,9 +275,9 @@ struct PollCounters {
   uint64_t interestChanges = 0;
 };
 
-// The single uv_poll_t of one wrapped fd. Waiters register for UV_READABLE, UV_WRITABLE or
-// UV_DISCONNECT; an event wakes every waiter of its kind, which then retries its non-blocking
-// syscall (wake-ups may be spurious).
+// The single uv_poll_t of one wrapped fd. Waiters register for READABLE, WRITABLE or HANGUP; an
+// event wakes every waiter of its kind, which then retries its non-blocking syscall (wake-ups may
+// be spurious).
 //
 // An interest bit stays armed after the waiters it served are gone, because every
 // uv_poll_start() costs two epoll_ctl calls; it is dropped only when it fires with nobody
@@ -284,8 +291,15 @@ class FdWatcher {
   ~FdWatcher() noexcept(false);
   KJ_DISALLOW_COPY(FdWatcher);
 
-  // Resolves when `event` may have happened. UV_DISCONNECT resolves once the peer hung up
-  // entirely or the socket has an error; a half-close alone is not a disconnect for writing.
+  // The kinds of waiters, named by the uv_poll interest bit that serves them.
+  static constexpr int READABLE = UV_READABLE;
+  static constexpr int WRITABLE = UV_WRITABLE;
+  // The peer hung up entirely (POLLHUP) or the socket has an error; a half-close is not one.
+  // Served by POLLPRI, which never fires on a half-close (POLLRDHUP would, level-triggered,
+  // with the fd still writable), while epoll reports POLLHUP and POLLERR for any interest set.
+  static constexpr int HANGUP = UV_PRIORITIZED;
+
+  // Resolves when `event` may have happened.
   kj::Promise<void> when(int event);
 
  private:
@@ -354,7 +368,7 @@ FdWatcher::~FdWatcher() noexcept(false) {
 
 kj::Promise<void> FdWatcher::when(int event) {
   if (handle == nullptr) {
-    if (event == UV_DISCONNECT) return kj::Promise<void>(kj::NEVER_DONE);
+    if (event == HANGUP) return kj::Promise<void>(kj::NEVER_DONE);
     return kj::READY_NOW;
   }
   return kj::newAdaptedPromise<void, Waiter>(*this, event);
@@ -428,22 +442,20 @@ void FdWatcher::onPoll(int status, int events) {
     // POLLERR: libuv stopped the handle and reports UV_EBADF. Wake everybody: each retried
     // syscall reports the socket's real error (or blocks again and re-arms).
     interest = 0;
-    wake(UV_READABLE | UV_WRITABLE | UV_DISCONNECT);
+    wake(READABLE | WRITABLE | HANGUP);
     updateRef();
     return;
   }
   int unwanted = 0;
-  for (int bit : {UV_READABLE, UV_WRITABLE}) {
+  for (int bit : {READABLE, WRITABLE}) {
     if ((events & bit) != 0 && !wake(bit)) unwanted |= bit;
   }
-  // POLLRDHUP only says the peer stopped sending. After a half-close the bit is dropped (it is
-  // level-triggered) and waiters are re-checked on the fd's later events.
-  bool rdhup = (events & UV_DISCONNECT) != 0;
-  if (hasWaiters(UV_DISCONNECT) && (rdhup || (interest & UV_DISCONNECT) == 0) && hungUp()) {
-    wake(UV_DISCONNECT);
-  } else if (rdhup) {
-    unwanted |= UV_DISCONNECT;
-  }
+  // A hang-up reaches libuv as whichever bits are armed (as UV_PRIORITIZED only when nothing
+  // else is), so check for it on every event while someone waits for one. A POLLPRI that is no
+  // hang-up is urgent data nobody reads: drop the bit, it is level-triggered.
+  bool hungUpNow = hasWaiters(HANGUP) && hungUp();
+  if (hungUpNow) wake(HANGUP);
+  if ((events & HANGUP) != 0 && !hungUpNow) unwanted |= HANGUP;
   if (unwanted != 0) setInterest(interest & ~unwanted);
   updateRef();
 }
@@ -531,7 +543,7 @@ class UvStream final : public kj::AsyncIoStream {
     KJ_IF_MAYBE (fork, writeDisconnected) {
       return fork->addBranch();
     }
-    auto fork = watcher.when(UV_DISCONNECT).fork();
+    auto fork = watcher.when(FdWatcher::HANGUP).fork();
     auto branch = fork.addBranch();
     writeDisconnected = kj::mv(fork);
     return branch;
@@ -557,7 +569,7 @@ class UvStream final : public kj::AsyncIoStream {
   kj::Maybe<int> getFd() const override { return fd; }
 
   // For wrapConnectingSocketFd: resolves when a non-blocking connect() has finished.
-  kj::Promise<void> whenConnected() { return watcher.when(UV_WRITABLE); }
+  kj::Promise<void> whenConnected() { return watcher.when(FdWatcher::WRITABLE); }
 
  private:
   // Declared in this order so the watcher is destroyed first: uv_close() before close(fd).
@@ -584,7 +596,7 @@ class UvStream final : public kj::AsyncIoStream {
     } else if (minBytes == 0) {
       return alreadyRead;
     }
-    return watcher.when(UV_READABLE).then([this, buffer, minBytes, maxBytes, alreadyRead] {
+    return watcher.when(FdWatcher::READABLE).then([this, buffer, minBytes, maxBytes, alreadyRead] {
       return readSome(buffer, minBytes, maxBytes, alreadyRead);
     });
   }
@@ -596,7 +608,7 @@ class UvStream final : public kj::AsyncIoStream {
         return kj::READY_NOW;
       }
       if (n < 0) {
-        return watcher.when(UV_WRITABLE).then([this, data, size] {
+        return watcher.when(FdWatcher::WRITABLE).then([this, data, size] {
           return writeBuffer(data, size);
         });
       }
@@ -630,7 +642,7 @@ class UvStream final : public kj::AsyncIoStream {
         return kj::READY_NOW;
       }
       if (n < 0) {
-        return watcher.when(UV_WRITABLE).then([this, pieces, skip] {
+        return watcher.when(FdWatcher::WRITABLE).then([this, pieces, skip] {
           return writePieces(pieces, skip);
         });
       }
@@ -709,7 +721,7 @@ class UvConnectionReceiver final : public kj::ConnectionReceiver {
 #if EAGAIN != EWOULDBLOCK
         case EWOULDBLOCK:
 #endif
-          return watcher.when(UV_READABLE).then([this] { return acceptNext(); });
+          return watcher.when(FdWatcher::READABLE).then([this] { return acceptNext(); });
         case EINTR:
         case ECONNABORTED:
         // Linux hands network errors already pending on the new connection to accept(); the
