@@ -30,7 +30,9 @@ constexpr size_t MAX_PEERS = 7;
 constexpr size_t MAX_NAME_CHARS = 63;
 constexpr uint64_t MAX_GROUP_TIMING_MS = 60000;
 constexpr uint64_t MAX_LEASE_TTL_MS = 604800000;  // 7 days
-constexpr uint64_t MAX_KEY_BYTES_LIMIT = 65535;
+// LMDB (as Debian builds it) refuses keys over 511 bytes; a longer key could be decided and then
+// fail to apply on every member.
+constexpr uint64_t MAX_KEY_BYTES_LIMIT = 511;
 // A value travels in one Cap'n Proto message (default traversal limit 64 MiB) with its key and
 // framing, and is applied in one LMDB write.
 constexpr uint64_t MAX_VALUE_BYTES_LIMIT = 32 << 20;

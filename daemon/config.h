@@ -3,27 +3,28 @@
 //
 // Keys, defaults and limits (durations end in _ms, sizes in _bytes):
 //
-// | key                 | default                | accepted values |
-// |---------------------|------------------------|--------------------------------------------------|
-// | cluster_id          | synod                  | name: 1..63 of [A-Za-z0-9._-] | | node |
-// required               | name, and a key of `peers`                       | | listen |
-// peers[node]            | host:port (may be 0.0.0.0:port or [::]:port)     | | peers | required |
-// map name -> host:port, 1..7 members (odd counts  | |                     | | recommended: 4
-// tolerate no more failures than 3) | | data_dir            | /var/lib/synod         | absolute
-// path                                    | | socket              | /run/synod/synod.sock  |
-// absolute path, at most 107 bytes (sun_path)      | | socket_mode         | 0660 | octal as for
-// chmod: "0660", 0660 or 660; <= 0777 | | socket_group        | none                   | group name
-// or number; empty = none               | | heartbeat_ms        | 50 | 1..60000, < leader_lease_ms
-// / 2                  | | election_timeout_ms | 500                    | 1..60000, >
-// leader_lease_ms                      | | leader_lease_ms     | 400                    | 1..60000
-// | | max_clock_drift     | 0.01                   | 0 <= drift < 0.5 | | lease_ttl_min_ms    |
-// 1000                   | > election_timeout_ms, <= lease_ttl_max_ms       | | lease_ttl_max_ms |
-// 3600000 (1 h)          | <= 604800000 (7 days)                            | | lock_delay_ms | 0
-// | <= lease_ttl_max_ms                              | | max_key_bytes       | 1024 | 1..65535 | |
-// max_value_bytes     | 1048576 (1 MiB)        | 1..33554432 (32 MiB)                             |
-// | store_limit_bytes   | 2147483648 (2 GiB)     | >= 16777216 (16 MiB), > max_key + max_value | |
-// metrics_listen      | off                    | host:port; empty = off                           |
-// | history_revisions   | 10000                  | 1..100000000 |
+//   cluster_id           synod                   name: 1..63 of [A-Za-z0-9._-]
+//   node                 required                name, and a key of `peers`
+//   listen               peers[node]             host:port (may be 0.0.0.0:port or [::]:port)
+//   peers                required                map name -> host:port, 1..7 members (odd
+//                                                counts recommended: 4 tolerate no more
+//                                                failures than 3)
+//   data_dir             /var/lib/synod          absolute path
+//   socket               /run/synod/synod.sock   absolute path, at most 107 bytes (sun_path)
+//   socket_mode          0660                    octal as for chmod: "0660", 0660 or 660; <= 0777
+//   socket_group         none                    group name or number; empty = none
+//   heartbeat_ms         50                      1..60000, < leader_lease_ms / 2
+//   election_timeout_ms  500                     1..60000, > leader_lease_ms
+//   leader_lease_ms      400                     1..60000
+//   max_clock_drift      0.01                    0 <= drift < 0.5
+//   lease_ttl_min_ms     1000                    > election_timeout_ms, <= lease_ttl_max_ms
+//   lease_ttl_max_ms     3600000 (1 h)           <= 604800000 (7 days)
+//   lock_delay_ms        0                       <= lease_ttl_max_ms
+//   max_key_bytes        511                     1..511 (LMDB's key size limit)
+//   max_value_bytes      1048576 (1 MiB)         1..33554432 (32 MiB)
+//   store_limit_bytes    2147483648 (2 GiB)      >= 16777216 (16 MiB), > max_key + max_value
+//   metrics_listen       off                     host:port; empty = off
+//   history_revisions    10000                   1..100000000
 //
 // Strictness: unknown keys, duplicate keys (at any level), wrong types (a quoted "50" where a
 // number is expected, a boolean where a name is expected, 050 with its ambiguous leading zero)
@@ -74,7 +75,7 @@ struct Config {
   uint32_t leaseTtlMinMs = 1000;
   uint32_t leaseTtlMaxMs = 3600000;
   uint32_t lockDelayMs = 0;
-  uint64_t maxKeyBytes = 1024;
+  uint64_t maxKeyBytes = 511;
   uint64_t maxValueBytes = 1048576;
   uint64_t storeLimitBytes = 2147483648;
   std::optional<PeerAddress> metricsListen;  // nullopt = no metrics endpoint

@@ -61,7 +61,7 @@ struct StateChanges {
 
 // Limits a request from an app must satisfy before it is proposed (from the member's config).
 struct RequestLimits {
-  uint64_t maxKeyBytes = 1024;
+  uint64_t maxKeyBytes = 511;
   uint64_t maxValueBytes = 1 << 20;
   uint32_t maxTxnOps = 128;
 };

@@ -83,7 +83,7 @@ TEST_CASE("minimal file: defaults for every optional key") {
   CHECK(c.leaseTtlMinMs == 1000);
   CHECK(c.leaseTtlMaxMs == 3600000);
   CHECK(c.lockDelayMs == 0);
-  CHECK(c.maxKeyBytes == 1024);
+  CHECK(c.maxKeyBytes == 511);
   CHECK(c.maxValueBytes == 1048576);
   CHECK(c.storeLimitBytes == 2147483648ull);
   CHECK(!c.metricsListen);
@@ -112,7 +112,7 @@ TEST_CASE("full file: every key read") {
   CHECK(c.leaseTtlMinMs == 2000);
   CHECK(c.leaseTtlMaxMs == 86400000);
   CHECK(c.lockDelayMs == 5000);
-  CHECK(c.maxKeyBytes == 512);
+  CHECK(c.maxKeyBytes == 500);
   CHECK(c.maxValueBytes == 65536);
   CHECK(c.storeLimitBytes == 1073741824);
   REQUIRE(c.metricsListen);
@@ -311,8 +311,8 @@ TEST_CASE("inconsistent timing") {
 
 TEST_CASE("sizes") {
   expectError(BASE + "max_key_bytes: 0\n", 6, "max_key_bytes", "must be at least 1");
-  expectError(BASE + "max_key_bytes: 65536\n", 6, "max_key_bytes", "at most 65535");
-  CHECK(parseConfig(BASE + "max_key_bytes: 65535\n", FILE_NAME).maxKeyBytes == 65535);
+  expectError(BASE + "max_key_bytes: 512\n", 6, "max_key_bytes", "at most 511");
+  CHECK(parseConfig(BASE + "max_key_bytes: 511\n", FILE_NAME).maxKeyBytes == 511);
   expectError(BASE + "max_value_bytes: 0\n", 6, "max_value_bytes", "must be at least 1");
   expectError(BASE + "store_limit_bytes: 16777215\n", 6, "store_limit_bytes",
               "must be at least 16777216");
