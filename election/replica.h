@@ -1,0 +1,401 @@
+// The Multi-Paxos core: acceptor, proposer and learner of one member, with the group's leader
+// election and leader lease. A pure state machine: no I/O, no clocks, no threads. Time comes in as
+// `now` (CLOCK_BOOTTIME nanoseconds, or the simulator's clock for this member), randomness from the
+// injected Prng, peer messages through step(), commands through propose().
+//
+// Driving it (the shell's loop, one thread):
+//
+//   core.tick(now) / core.step(from, message, now) / core.propose(...) / core.read(...)
+//   if (core.hasReady()) {
+//     Ready r = core.ready();
+//     send r.sendBeforePersist                    // may leave at once
+//     apply r.apply in order; then serve r.reads  // in-memory view; reads need the applied state
+//     persist r.promised, r.accepted, r.discardLogThrough in ONE group commit (async is fine)
+//     ... once durable: send r.sendAfterPersist, then core.advance(r)
+//   }
+//
+// At most one Ready is outstanding: ready() must not be called again before advance() of the
+// previous one, but tick/step/propose/read may be called in between (they accumulate into the next
+// Ready). A crash loses whatever was not yet durable; restart from the store (PersistedState) with
+// a new Replica. Nothing the core emits before the persist depends on state that a crash could
+// take back: Promise, Accepted (votes) only leave after their persist; the leader's own vote
+// counts only after advance() reports its accept durable.
+//
+// Protocol summary (ARCHITECTURE.md "Protocol notes"):
+// - Ballot = (round, member). Phase 1 runs once per leadership from the first undecided slot; the
+//   new leader re-proposes, per slot, the value of the highest ballot reported in the majority's
+//   promises (its own included) and fills holes with no-ops.
+// - Phase 2 is pipelined: at most `pipelineWindow` slots undecided at once; queued commands are
+//   batched into one slot at each ready().
+// - Followers mark a slot decided from the leader's decided index (heartbeat or Accept) only if
+//   they accepted that slot in the same ballot; otherwise they fetch the decided value.
+// - A member that hears no leader for a randomized election timeout first asks the others
+//   (pre-vote) whether they lost the leader too; only with a majority does it start Phase 1.
+// - Leader lease: an acceptor that acks a heartbeat at its local time t refuses other proposers'
+//   Phase 1 until t + leaderLease. The leader holds the lease once a majority acked a heartbeat,
+//   from that heartbeat's send time, for leaderLease * (1 - drift) / (1 + drift), so its lease ends
+//   first even if its clock is slow and theirs fast. A member refuses all Phase 1 (its own too)
+//   for leaderLease * (1 + drift) after it starts, since it forgot whom it acked.
+// - Reads: at the leader with a valid lease, once every slot reported in its Phase-1 promises is
+//   decided, a read is ready at the current decided index (lease read). Otherwise read-index: the
+//   leader confirms its leadership with a majority heartbeat round sent after the read arrived;
+//   followers ask the leader for the index. A read is reported ready once the member applied the
+//   index, or in the same Ready that applies it.
+//
+// Bad peer input (wrong member index, malformed message) is ignored and counted; it never changes
+// state or crashes. A broken internal invariant is a bug: KJ_ASSERT.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "election/messages.h"
+#include "election/prng.h"
+#include "election/types.h"
+
+namespace synod::election {
+
+enum class Role { FOLLOWER, CANDIDATE, LEADER };
+const char* roleName(Role role);
+
+// Test-only switches that break one protocol rule each, so the simulator's checkers can be shown
+// to catch the breakage. Never set outside tests.
+enum class RuleBreaker {
+  NONE,
+  ACCEPTOR_IGNORES_PROMISE,           // accepts Accepts below its promise
+  LEADER_PICKS_ANY_VALUE,             // re-proposes the lowest-ballot reported value
+  LEASE_NOT_SHORTENED,                // lease = send time + leaderLease, no drift margin
+  LEASE_READ_IGNORES_PROMISED_SLOTS,  // lease reads before the promised slots are decided
+  HEARTBEAT_DECIDES_OTHER_BALLOT,     // marks slots decided from any ballot's heartbeat
+};
+
+struct Options {
+  MemberIndex self = 0;
+  uint32_t memberCount = 1;  // 1..MAX_MEMBERS; a group of one elects itself at once
+
+  Nanos heartbeatIntervalNs = 100 * NANOS_PER_MS;
+  // Minimum; each member draws its timeout from [electionTimeoutNs, 2 * electionTimeoutNs).
+  Nanos electionTimeoutNs = 1000 * NANOS_PER_MS;
+  Nanos leaderLeaseNs = 800 * NANOS_PER_MS;
+  // Bound on |clock rate - 1| between any two members' clocks, e.g. 0.01.
+  double maxClockDrift = 0.01;
+
+  uint32_t pipelineWindow = 64;  // slots proposed and not yet decided, at most
+  uint32_t maxBatchCommands = 4096;
+  uint64_t maxBatchBytes = 4 << 20;  // a single larger command is refused (TOO_LARGE)
+  // Commands queued at the leader waiting for a slot; past this propose() answers BUSY.
+  uint32_t maxQueuedCommands = 65536;
+  uint64_t maxQueuedBytes = 64 << 20;
+  uint32_t maxPendingReads = 65536;  // past this read() answers BUSY
+  Nanos readTimeoutNs = 2000 * NANOS_PER_MS;
+
+  // Decided slots kept after they were applied, so lagging peers can fetch them.
+  Slot retainedLogSlots = 100000;
+  uint32_t maxFetchSlots = 512;  // per FetchReply; also how far behind a candidate may be
+  uint64_t maxFetchBytes = 4 << 20;
+  // An acceptor ignores Accepts more than this many slots above its decided index (a bound on its
+  // memory); it catches up by fetching first. Must be >= pipelineWindow.
+  Slot acceptAheadSlots = 65536;
+
+  Nanos startTimeNs = 0;  // `now` at construction
+  RuleBreaker ruleBreaker = RuleBreaker::NONE;
+
+  static constexpr uint32_t MAX_MEMBERS = 15;
+};
+
+// Returns a message naming the first invalid option, or nullopt.
+std::optional<std::string> validateOptions(const Options& options);
+
+// What the store holds for this member at start-up (storage/store.h StartState + forEachLogEntry).
+struct PersistedState {
+  Ballot promised;
+  Slot appliedSlot = 0;
+  // Ascending by slot. Entries <= appliedSlot are decided values kept for catch-up (the core
+  // writes the decided value over a differing vote before the slot is applied); entries above are
+  // this acceptor's votes.
+  std::vector<LogEntry> log;
+};
+
+struct OutgoingMessage {
+  MemberIndex to = 0;
+  PeerMessage message;
+};
+
+using ReadId = uint64_t;
+
+enum class ReadFailure { NONE, NOT_LEADER, TIMEOUT };
+
+struct ReadOutcome {
+  ReadId id = 0;
+  bool ok = false;
+  // ok: serve the read from the applied state, which already includes readIndex (after applying
+  // this Ready's entries).
+  Slot readIndex = 0;
+  ReadFailure failure = ReadFailure::NONE;
+  std::optional<MemberIndex> leaderHint;
+};
+
+struct StatusChange {
+  Role role = Role::FOLLOWER;
+  Ballot ballot;
+  std::optional<MemberIndex> leader;
+};
+
+// Catch-up hook: a peer no longer holds the slots this member needs (it discarded them). Until
+// snapshots exist the member stays behind and keeps reporting this.
+struct SnapshotNeeded {
+  MemberIndex peer = 0;
+  Slot peerLogStart = 0;
+};
+
+struct Ready {
+  // --- Persist, in one group commit ---
+  std::optional<Ballot> promised;
+  // Votes and decided values to store (replacing any earlier entry of the slot), ascending.
+  std::vector<LogEntry> accepted;
+  // The core no longer needs slots <= this. The shell may delete them once its applied state
+  // covering them is durable (e.g. in the same commit as that applied state), never earlier:
+  // an acceptor that forgets a vote for a slot it has not durably applied can break agreement.
+  std::optional<Slot> discardLogThrough;
+
+  // --- Send ---
+  std::vector<OutgoingMessage> sendBeforePersist;  // the leader's Accepts, heartbeats, replies
+  std::vector<OutgoingMessage> sendAfterPersist;   // every Promise and Accepted
+
+  // --- Apply, in this order, contiguous from appliedSlot() + 1 ---
+  std::vector<LogEntry> apply;
+
+  // --- Notify ---
+  std::vector<ReadOutcome> reads;
+  // Commands propose() queued that will never be decided: leadership ended before they got a
+  // slot. (Commands already in a slot have an unknown outcome; the shell's deadline covers them.)
+  std::vector<std::string> droppedCommands;
+  std::optional<StatusChange> status;
+  std::optional<SnapshotNeeded> snapshotNeeded;
+
+  bool needsPersist() const { return promised || !accepted.empty() || discardLogThrough; }
+};
+
+struct ProposeResult {
+  enum Status { QUEUED, NOT_LEADER, BUSY, TOO_LARGE };
+  Status status = QUEUED;
+  std::optional<MemberIndex> leaderHint;  // NOT_LEADER: the leader this member knows, if any
+};
+
+struct ReadStart {
+  enum Status { PENDING, NOT_LEADER, BUSY };
+  Status status = PENDING;  // PENDING: a ReadOutcome with this id follows in a later Ready
+  std::optional<MemberIndex> leaderHint;
+};
+
+class Replica {
+ public:
+  // Throws std::invalid_argument naming the problem if the options or the persisted state are
+  // invalid. `prng` must outlive the Replica.
+  Replica(const Options& options, const PersistedState& persisted, Prng& prng);
+
+  Replica(const Replica&) = delete;
+  Replica& operator=(const Replica&) = delete;
+
+  // Timers: heartbeats, election timeouts, retransmissions, read timeouts. Call at least every
+  // heartbeatIntervalNs / 2; `now` never decreases.
+  void tick(Nanos now);
+  // A message from peer `from`.
+  void step(MemberIndex from, const PeerMessage& message, Nanos now);
+  // Queues an encoded command for the next slot (leader only).
+  ProposeResult propose(std::string encodedCommand, Nanos now);
+  // Starts a linearizable read; its outcome comes in a later Ready. `id` is the caller's.
+  ReadStart read(ReadId id, Nanos now);
+
+  bool hasReady() const;
+  Ready ready();
+  // `ready` must be the last Ready returned, now durable (sendAfterPersist sent or about to be).
+  void advance(const Ready& ready);
+
+  // --- Status ---
+  Role role() const { return role_; }
+  // The ballot this member leads or campaigns with; a follower's promised ballot.
+  Ballot ballot() const { return role_ == Role::FOLLOWER ? promised_ : ballot_; }
+  Ballot promisedBallot() const { return promised_; }
+  std::optional<MemberIndex> knownLeader() const { return leader_; }
+  Slot decidedSlot() const { return decidedSlot_; }
+  Slot appliedSlot() const { return appliedSlot_; }
+  Slot logStart() const { return logStart_; }
+  // Local time until which this member holds the leader lease; 0 when it holds none.
+  Nanos leaseHeldUntil() const { return role_ == Role::LEADER ? leaseUntil_ : 0; }
+  size_t queuedCommands() const { return queue_.size(); }
+  uint64_t ignoredMessages() const { return ignoredMessages_; }
+
+ private:
+  struct Campaign {
+    Slot fromSlot = 1;
+    Nanos lastSentAt = 0;
+    Nanos deadline = 0;
+    uint64_t promisedMask = 0;  // peers whose Promise arrived; self once durable
+    bool ownPromiseDurable = false;
+    std::map<Slot, LogEntry> chosen;  // per slot, the vote to re-propose so far
+  };
+  struct InFlight {
+    Value value;
+    uint64_t votes = 0;  // self only once its accept is durable
+    Nanos lastSentAt = 0;
+    bool decided = false;
+  };
+  struct HeartbeatRound {
+    uint64_t sequence = 0;
+    Nanos sentAt = 0;
+    uint64_t acks = 0;
+  };
+  struct LeaderRead {
+    bool local = true;     // else a follower's ReadIndexRequest
+    ReadId id = 0;         // local
+    MemberIndex from = 0;  // remote
+    uint64_t requestId = 0;
+    Slot readIndex = 0;
+    uint64_t needSequence = 0;  // heartbeat round that must be confirmed; 0 = lease read
+    Nanos deadline = 0;
+  };
+  struct FollowerRead {
+    ReadId id = 0;
+    uint64_t requestId = 0;
+    MemberIndex leader = 0;
+    bool indexKnown = false;
+    Slot readIndex = 0;
+    Nanos lastSentAt = 0;
+    Nanos deadline = 0;
+  };
+
+  // Message handlers.
+  void onPreVoteRequest(MemberIndex from, const PreVoteRequest& m, Nanos now);
+  void onPreVoteReply(MemberIndex from, const PreVoteReply& m, Nanos now);
+  void onPrepare(MemberIndex from, const Prepare& m, Nanos now);
+  void onPromise(MemberIndex from, const Promise& m, Nanos now);
+  void onAccept(MemberIndex from, const Accept& m, Nanos now);
+  void onAccepted(MemberIndex from, const Accepted& m, Nanos now);
+  void onRejected(MemberIndex from, const Rejected& m, Nanos now);
+  void onHeartbeat(MemberIndex from, const Heartbeat& m, Nanos now);
+  void onHeartbeatAck(MemberIndex from, const HeartbeatAck& m, Nanos now);
+  void onFetchRequest(MemberIndex from, const FetchRequest& m);
+  void onFetchReply(MemberIndex from, const FetchReply& m, Nanos now);
+  void onReadIndexRequest(MemberIndex from, const ReadIndexRequest& m, Nanos now);
+  void onReadIndexReply(MemberIndex from, const ReadIndexReply& m);
+
+  // Roles.
+  void startPreVote(Nanos now);
+  bool mayPromiseNewBallot(MemberIndex proposer, Nanos now) const;
+  bool grantsPreVote(MemberIndex candidate, Slot candidateDecided, Nanos now) const;
+  void startCampaign(Nanos now);
+  void maybeWinCampaign(Nanos now);
+  void foldVote(const LogEntry& vote);
+  void becomeLeader(Nanos now);
+  // resetContact: count `now` as leader contact (waits a full election timeout before campaigning).
+  void becomeFollower(Nanos now, bool resetContact);
+  void followLeader(MemberIndex leader, Ballot ballot, Nanos now);
+  void raisePromise(Ballot ballot);
+  void noteRound(const Ballot& ballot);
+
+  // Leader.
+  void proposeMore();
+  // Pipeline rule: at most pipelineWindow slots proposed and not yet decided.
+  bool windowOpen() const { return inFlight_.size() < options_.pipelineWindow; }
+  void startSlot(Slot slot, Value value);
+  void countVote(MemberIndex voter, Slot slot);
+  void sendHeartbeat(Nanos now);
+  void leaderTick(Nanos now);
+  Nanos leaseDuration() const;
+
+  // Learner.
+  void learnDecided(MemberIndex leader, const Ballot& ballot, Slot leaderDecided, Nanos now);
+  void adoptDecided(const LogEntry& entry);
+  void maybeFetch(MemberIndex peer, Nanos now);
+
+  // Reads.
+  void addLeaderRead(LeaderRead read, Nanos now);
+  void failLeaderReads();
+  void failUnconfirmedFollowerReads();
+  void resolveReads(Slot appliedThrough);
+  void expireReads(Nanos now);
+  bool discardDue() const;
+  size_t pendingReads() const { return leaderReads_.size() + followerReads_.size(); }
+
+  void send(MemberIndex to, PeerMessage message, bool afterPersist);
+  void broadcast(const PeerMessage& message, bool afterPersist);
+  Nanos randomElectionTimeout();
+  bool isMajority(uint64_t mask) const;
+  uint64_t bit(MemberIndex member) const { return uint64_t{1} << member; }
+  bool breaks(RuleBreaker rule) const { return options_.ruleBreaker == rule; }
+
+  Options options_;
+  Prng& prng_;
+  Nanos leaseForAcceptorsNs_;  // how long an ack binds an acceptor: leaderLeaseNs
+  Nanos lastNow_;
+
+  // Acceptor. promised_ and log_ are the in-memory view: durable state plus pending writes.
+  Ballot promised_;
+  std::map<Slot, LogEntry> log_;
+  Slot logStart_ = 1;  // slots below were discarded (decided and applied)
+  std::optional<Ballot> pendingPromise_;
+  std::map<Slot, LogEntry> pendingLog_;
+  Nanos refusePhase1Until_ = 0;  // the restart window
+  Nanos grantedLeaseUntil_ = 0;  // the lease this acceptor granted by acking a heartbeat
+  MemberIndex grantedLeaseHolder_ = 0;
+  uint64_t highestRoundSeen_ = 0;
+
+  // Learner.
+  Slot decidedSlot_ = 0;  // every slot <= this is decided, and log_ holds its value
+  Slot appliedSlot_ = 0;
+  Slot discardedThrough_ = 0;
+  Slot peerDecidedSlot_ = 0;  // highest decided index a peer reported
+  bool fetchInFlight_ = false;
+  Nanos fetchSentAt_ = 0;
+  std::optional<SnapshotNeeded> snapshotNeeded_;
+
+  // Roles and election.
+  Role role_ = Role::FOLLOWER;
+  Ballot ballot_;  // candidate's or leader's ballot
+  std::optional<MemberIndex> leader_;
+  Nanos lastLeaderContact_ = 0;
+  Nanos electionDeadline_ = 0;
+  Nanos electionDraw_ = 0;  // the last randomized election timeout
+  bool preVoting_ = false;
+  uint64_t preVoteRound_ = 0;
+  uint64_t preVoteGrants_ = 0;
+  Nanos preVoteSentAt_ = 0;
+  Nanos preVoteDeadline_ = 0;
+  Campaign campaign_;
+
+  // Leader.
+  std::map<Slot, InFlight> inFlight_;
+  std::deque<std::pair<Slot, Value>> recovery_;  // re-proposals after Phase 1, ascending
+  Slot nextSlot_ = 1;
+  Slot maxPromisedSlot_ = 0;  // highest slot any Phase-1 promise reported
+  std::deque<std::string> queue_;
+  uint64_t queuedBytes_ = 0;
+  Nanos leaderSince_ = 0;
+  Nanos leaseUntil_ = 0;
+  uint64_t heartbeatSequence_ = 0;
+  Nanos lastHeartbeatAt_ = 0;
+  bool heartbeatWanted_ = false;
+  std::deque<HeartbeatRound> heartbeatRounds_;
+  uint64_t confirmedSequence_ = 0;
+  std::vector<Nanos> lastHeardFrom_;
+
+  // Reads.
+  std::deque<LeaderRead> leaderReads_;
+  std::vector<FollowerRead> followerReads_;
+  std::vector<ReadOutcome> readOutcomes_;
+
+  // Output not yet handed out.
+  std::vector<OutgoingMessage> sendBefore_;
+  std::vector<OutgoingMessage> sendAfter_;
+  std::vector<std::string> dropped_;
+  std::optional<StatusChange> reportedStatus_;
+  bool readyOutstanding_ = false;
+  uint64_t ignoredMessages_ = 0;
+};
+
+}  // namespace synod::election

@@ -1,0 +1,859 @@
+// Scripted message sequences for each protocol rule of the Multi-Paxos core.
+#include "election/replica.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace synod::election {
+namespace {
+
+constexpr Nanos MS = NANOS_PER_MS;
+
+Options testOptions(MemberIndex self, uint32_t members) {
+  Options o;
+  o.self = self;
+  o.memberCount = members;
+  o.heartbeatIntervalNs = 10 * MS;
+  o.electionTimeoutNs = 50 * MS;
+  o.leaderLeaseNs = 40 * MS;
+  o.maxClockDrift = 0.05;
+  o.pipelineWindow = 8;
+  o.readTimeoutNs = 500 * MS;
+  return o;
+}
+
+Value values(std::initializer_list<const char*> commands) {
+  Value v;
+  for (const char* c : commands)
+    v.commands.emplace_back(c);
+  return v;
+}
+
+// Every message of type T in a Ready, with its destination.
+template <typename T>
+std::vector<std::pair<MemberIndex, T>> messagesOf(const std::vector<OutgoingMessage>& list) {
+  std::vector<std::pair<MemberIndex, T>> out;
+  for (const OutgoingMessage& m : list) {
+    if (auto* typed = std::get_if<T>(&m.message)) out.emplace_back(m.to, *typed);
+  }
+  return out;
+}
+
+// One replica under test with its own PRNG.
+struct Single {
+  Prng prng{42};
+  std::unique_ptr<Replica> replica;
+
+  explicit Single(const Options& options, const PersistedState& state = {}) {
+    replica = std::make_unique<Replica>(options, state, prng);
+  }
+};
+
+// Takes the outstanding Ready without advancing it.
+Ready take(Replica& r) {
+  REQUIRE(r.hasReady());
+  return r.ready();
+}
+
+// take + advance; returns the Ready.
+Ready cycle(Replica& r) {
+  if (!r.hasReady()) return Ready{};
+  Ready ready = r.ready();
+  r.advance(ready);
+  return ready;
+}
+
+// Drains every Ready (advancing each) and collects them.
+std::vector<Ready> drain(Replica& r) {
+  std::vector<Ready> all;
+  while (r.hasReady())
+    all.push_back(cycle(r));
+  return all;
+}
+
+template <typename T>
+std::vector<std::pair<MemberIndex, T>> sentIn(const std::vector<Ready>& readies) {
+  std::vector<std::pair<MemberIndex, T>> out;
+  for (const Ready& r : readies) {
+    for (auto& m : messagesOf<T>(r.sendBeforePersist))
+      out.push_back(m);
+    for (auto& m : messagesOf<T>(r.sendAfterPersist))
+      out.push_back(m);
+  }
+  return out;
+}
+
+std::vector<LogEntry> appliedIn(const std::vector<Ready>& readies) {
+  std::vector<LogEntry> out;
+  for (const Ready& r : readies)
+    out.insert(out.end(), r.apply.begin(), r.apply.end());
+  return out;
+}
+
+std::vector<ReadOutcome> readsIn(const std::vector<Ready>& readies) {
+  std::vector<ReadOutcome> out;
+  for (const Ready& r : readies)
+    out.insert(out.end(), r.reads.begin(), r.reads.end());
+  return out;
+}
+
+// A group whose messages are delivered by hand. Persistence is immediate (ready + advance).
+struct Group {
+  std::vector<Prng> prngs;
+  std::vector<std::unique_ptr<Replica>> replicas;
+  std::vector<std::pair<MemberIndex, OutgoingMessage>> network;  // (from, message)
+  std::vector<std::vector<LogEntry>> applied;
+  std::vector<std::vector<ReadOutcome>> reads;
+  Nanos now = 0;
+
+  explicit Group(uint32_t n, const std::function<void(Options&)>& tweak = {}) {
+    applied.resize(n);
+    reads.resize(n);
+    for (uint32_t i = 0; i < n; ++i)
+      prngs.emplace_back(1000 + i);
+    for (uint32_t i = 0; i < n; ++i) {
+      Options o = testOptions(i, n);
+      if (tweak) tweak(o);
+      replicas.push_back(std::make_unique<Replica>(o, PersistedState{}, prngs[i]));
+    }
+  }
+  Replica& operator[](size_t i) { return *replicas[i]; }
+
+  void pump(MemberIndex i) {
+    while (replicas[i]->hasReady()) {
+      Ready r = replicas[i]->ready();
+      for (auto& m : r.sendBeforePersist)
+        network.emplace_back(i, m);
+      for (auto& e : r.apply)
+        applied[i].push_back(e);
+      for (auto& o : r.reads)
+        reads[i].push_back(o);
+      for (auto& m : r.sendAfterPersist)
+        network.emplace_back(i, m);
+      replicas[i]->advance(r);
+    }
+  }
+  void pumpAll() {
+    for (MemberIndex i = 0; i < replicas.size(); ++i)
+      pump(i);
+  }
+  // Delivers everything in flight (and what it causes) unless `drop` says otherwise.
+  void deliverAll(const std::function<bool(MemberIndex, const OutgoingMessage&)>& drop = {}) {
+    pumpAll();
+    for (int rounds = 0; rounds < 1000 && !network.empty(); ++rounds) {
+      auto batch = std::move(network);
+      network.clear();
+      for (auto& [from, m] : batch) {
+        if (drop && drop(from, m)) continue;
+        replicas[m.to]->step(from, m.message, now);
+        pump(m.to);
+      }
+    }
+  }
+  void tickAll() {
+    for (auto& r : replicas)
+      r->tick(now);
+    pumpAll();
+  }
+  // Advances time in heartbeat-sized steps, delivering everything, until `done` or the deadline.
+  bool runUntil(const std::function<bool()>& done, Nanos limit = 5000 * MS,
+                const std::function<bool(MemberIndex, const OutgoingMessage&)>& drop = {}) {
+    const Nanos end = now + limit;
+    while (now < end) {
+      if (done()) return true;
+      now += 2 * MS;
+      tickAll();
+      deliverAll(drop);
+    }
+    return done();
+  }
+  std::optional<MemberIndex> leader() {
+    for (MemberIndex i = 0; i < replicas.size(); ++i) {
+      if (replicas[i]->role() == Role::LEADER) return i;
+    }
+    return std::nullopt;
+  }
+};
+
+// Brings replica `r` (of `members`) to leadership by scripting its peers' answers directly.
+// Returns the ballot it leads with.
+Ballot electByScript(Replica& r, uint32_t members, Nanos& now,
+                     const std::vector<Promise>& promises = {}) {
+  now += 500 * MS;  // past the restart window and any election timeout
+  r.tick(now);
+  auto readies = drain(r);
+  auto preVotes = sentIn<PreVoteRequest>(readies);
+  REQUIRE(preVotes.size() == members - 1);
+  for (auto& [peer, m] : preVotes)
+    r.step(peer, PreVoteReply{m.round, true, 0}, now);
+  readies = drain(r);
+  auto prepares = sentIn<Prepare>(readies);
+  REQUIRE(prepares.size() == members - 1);
+  REQUIRE(r.role() == Role::CANDIDATE);
+  const Ballot ballot = prepares[0].second.ballot;
+  size_t next = 0;
+  for (auto& [peer, m] : prepares) {
+    Promise p;
+    if (next < promises.size()) {
+      p = promises[next++];
+    }
+    p.ballot = m.ballot;
+    p.fromSlot = m.fromSlot;
+    r.step(peer, p, now);
+  }
+  REQUIRE(r.role() == Role::LEADER);
+  return ballot;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("options are validated with a message naming the problem") {
+  Options o = testOptions(0, 3);
+  CHECK(!validateOptions(o));
+  o.self = 3;
+  CHECK(validateOptions(o)->find("self") != std::string::npos);
+  o = testOptions(0, 3);
+  o.electionTimeoutNs = o.heartbeatIntervalNs;
+  CHECK(validateOptions(o)->find("electionTimeoutNs") != std::string::npos);
+  Prng prng(1);
+  CHECK_THROWS_AS(Replica(o, {}, prng), std::invalid_argument);
+  PersistedState bad;
+  bad.log = {LogEntry{2, {1, 0}, {}}, LogEntry{1, {1, 0}, {}}};
+  CHECK_THROWS_AS(Replica(testOptions(0, 3), bad, prng), std::invalid_argument);
+}
+
+TEST_CASE("a group of one elects itself and decides a slot once its own accept is durable") {
+  Options o = testOptions(0, 1);
+  Prng prng(7);
+  Replica r(o, {}, prng);
+  r.tick(0);
+  REQUIRE(r.role() == Role::CANDIDATE);
+  Ready first = take(r);
+  REQUIRE(first.promised);
+  CHECK(first.promised->member == 0);
+  CHECK(first.promised->round == 1);
+  CHECK(r.role() == Role::CANDIDATE);  // its own promise is not durable yet
+  r.advance(first);
+  CHECK(r.role() == Role::LEADER);
+  drain(r);
+
+  REQUIRE(r.propose("a", 1).status == ProposeResult::QUEUED);
+  REQUIRE(r.propose("b", 1).status == ProposeResult::QUEUED);
+  Ready accept = take(r);
+  REQUIRE(accept.accepted.size() == 1);
+  CHECK(accept.accepted[0].value == values({"a", "b"}));
+  CHECK(accept.apply.empty());
+  CHECK(r.decidedSlot() == 0);  // not before the accept is durable
+  r.advance(accept);
+  CHECK(r.decidedSlot() == 1);
+  Ready apply = take(r);
+  REQUIRE(apply.apply.size() == 1);
+  CHECK(apply.apply[0].slot == 1);
+  r.advance(apply);
+  CHECK(r.appliedSlot() == 1);
+
+  // Reads at a group of one are ready at once.
+  REQUIRE(r.read(5, 2).status == ReadStart::PENDING);
+  auto reads = readsIn(drain(r));
+  REQUIRE(reads.size() == 1);
+  CHECK(reads[0].ok);
+  CHECK(reads[0].readIndex == 1);
+}
+
+TEST_CASE("a restarted group of one re-decides its accepted slots in a higher ballot") {
+  PersistedState state;
+  state.promised = {4, 0};
+  state.appliedSlot = 1;
+  state.log = {LogEntry{1, {4, 0}, values({"x"})}, LogEntry{2, {4, 0}, values({"y"})},
+               LogEntry{3, {4, 0}, values({"z"})}};
+  Prng prng(7);
+  Replica r(testOptions(0, 1), state, prng);
+  r.tick(0);
+  auto readies = drain(r);
+  REQUIRE(r.role() == Role::LEADER);
+  CHECK(r.ballot() == Ballot{5, 0});
+  auto applied = appliedIn(readies);
+  REQUIRE(applied.size() == 2);
+  CHECK(applied[0].value == values({"y"}));
+  CHECK(applied[1].value == values({"z"}));
+  CHECK(r.logStart() == 1);  // slot 1 kept as a decided value for catch-up
+}
+
+TEST_CASE("a promise refuses lower ballots") {
+  Single s(testOptions(1, 3));
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(2, Prepare{{5, 2}, 1}, now);
+  auto readies = drain(r);
+  REQUIRE(readies.size() >= 1);
+  CHECK(readies[0].promised == Ballot{5, 2});
+  REQUIRE(sentIn<Promise>(readies).size() == 1);
+  CHECK(sentIn<Promise>(readies)[0].second.ballot == Ballot{5, 2});
+  // The Promise leaves only after the promise is durable.
+  CHECK(messagesOf<Promise>(readies[0].sendBeforePersist).empty());
+
+  r.step(0, Prepare{{3, 0}, 1}, now + 1);
+  readies = drain(r);
+  CHECK(sentIn<Promise>(readies).empty());
+  auto rejected = sentIn<Rejected>(readies);
+  REQUIRE(rejected.size() == 1);
+  CHECK(rejected[0].first == 0);
+  CHECK(rejected[0].second.promised == Ballot{5, 2});
+  for (const Ready& ready : readies)
+    CHECK(!ready.promised);
+  CHECK(r.promisedBallot() == Ballot{5, 2});
+}
+
+TEST_CASE("an accept below the promise is refused and changes nothing") {
+  Single s(testOptions(1, 3));
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(2, Prepare{{5, 2}, 1}, now);
+  drain(r);
+  r.step(0, Accept{{4, 0}, 1, values({"a"}), 0}, now);
+  auto readies = drain(r);
+  CHECK(sentIn<Accepted>(readies).empty());
+  REQUIRE(sentIn<Rejected>(readies).size() == 1);
+  for (const Ready& ready : readies)
+    CHECK(ready.accepted.empty());
+
+  // At the promised ballot it is accepted; the Accepted leaves only after the persist.
+  r.step(2, Accept{{5, 2}, 1, values({"b"}), 0}, now);
+  Ready ready = take(r);
+  REQUIRE(ready.accepted.size() == 1);
+  CHECK(ready.accepted[0].ballot == Ballot{5, 2});
+  CHECK(messagesOf<Accepted>(ready.sendBeforePersist).empty());
+  CHECK(messagesOf<Accepted>(ready.sendAfterPersist).size() == 1);
+  r.advance(ready);
+}
+
+TEST_CASE("rule breaker ACCEPTOR_IGNORES_PROMISE accepts below the promise") {
+  Options o = testOptions(1, 3);
+  o.ruleBreaker = RuleBreaker::ACCEPTOR_IGNORES_PROMISE;
+  Single s(o);
+  Replica& r = *s.replica;
+  r.step(2, Prepare{{5, 2}, 1}, 500 * MS);
+  drain(r);
+  r.step(0, Accept{{4, 0}, 1, values({"a"}), 0}, 500 * MS);
+  CHECK(sentIn<Accepted>(drain(r)).size() == 1);
+}
+
+TEST_CASE("a new leader re-proposes the highest-ballot value and fills holes with no-ops") {
+  for (bool broken : {false, true}) {
+    Options o = testOptions(0, 5);
+    if (broken) o.ruleBreaker = RuleBreaker::LEADER_PICKS_ANY_VALUE;
+    Single s(o);
+    Replica& r = *s.replica;
+    Nanos now = 0;
+    Promise a;
+    a.accepted = {LogEntry{1, {2, 1}, values({"old"})}, LogEntry{3, {2, 1}, values({"three"})}};
+    Promise b;
+    b.accepted = {LogEntry{1, {3, 2}, values({"new"})}};
+    electByScript(r, 5, now, {a, b});
+    auto accepts = sentIn<Accept>(drain(r));
+    std::map<Slot, Value> proposed;
+    for (auto& [to, m] : accepts)
+      proposed[m.slot] = m.value;
+    REQUIRE(proposed.size() == 3);
+    CHECK(proposed[1] == (broken ? values({"old"}) : values({"new"})));
+    CHECK(proposed[2].isNoop());
+    CHECK(proposed[3] == values({"three"}));
+  }
+}
+
+TEST_CASE("the leader's own vote counts only after its accept is durable") {
+  Single s(testOptions(0, 3));
+  Replica& r = *s.replica;
+  Nanos now = 0;
+  const Ballot ballot = electByScript(r, 3, now);
+  drain(r);
+  REQUIRE(r.propose("cmd", now).status == ProposeResult::QUEUED);
+  Ready ready = take(r);
+  auto accepts = messagesOf<Accept>(ready.sendBeforePersist);
+  REQUIRE(accepts.size() == 2);  // the Accepts leave before the leader's own persist
+  REQUIRE(ready.accepted.size() == 1);
+  // One follower's vote alone is not a majority of three without the leader's durable vote.
+  r.step(1, Accepted{ballot, accepts[0].second.slot}, now);
+  CHECK(r.decidedSlot() == 0);
+  r.advance(ready);
+  CHECK(r.decidedSlot() == 1);
+}
+
+TEST_CASE("a follower marks slots decided from a heartbeat only for votes in that ballot") {
+  for (bool broken : {false, true}) {
+    Options o = testOptions(1, 3);
+    if (broken) o.ruleBreaker = RuleBreaker::HEARTBEAT_DECIDES_OTHER_BALLOT;
+    Single s(o);
+    Replica& r = *s.replica;
+    Nanos now = 500 * MS;
+    r.step(0, Accept{{1, 0}, 1, values({"a"}), 0}, now);
+    r.step(0, Accept{{1, 0}, 2, values({"b"}), 0}, now);
+    drain(r);
+    // A leader of another ballot says slot 1 and 2 are decided: not proof of these votes.
+    r.step(2, Heartbeat{{2, 2}, 1, 2}, now);
+    auto readies = drain(r);
+    if (broken) {
+      CHECK(r.decidedSlot() == 2);
+      continue;
+    }
+    CHECK(r.decidedSlot() == 0);
+    auto fetches = sentIn<FetchRequest>(readies);
+    REQUIRE(fetches.size() == 1);
+    CHECK(fetches[0].first == 2);
+    CHECK(fetches[0].second.fromSlot == 1);
+    // The fetched decided values replace the votes (durably) and are applied.
+    FetchReply reply;
+    reply.fromSlot = 1;
+    reply.decidedSlot = 2;
+    reply.entries = {LogEntry{1, {2, 2}, values({"A"})}, LogEntry{2, {2, 2}, values({"B"})}};
+    r.step(2, reply, now);
+    readies = drain(r);
+    CHECK(r.decidedSlot() == 2);
+    auto applied = appliedIn(readies);
+    REQUIRE(applied.size() == 2);
+    CHECK(applied[0].value == values({"A"}));
+    REQUIRE(readies[0].accepted.size() == 2);
+    CHECK(readies[0].accepted[0].value == values({"A"}));
+  }
+}
+
+TEST_CASE("a follower marks slots decided from a heartbeat of the ballot it accepted in") {
+  Single s(testOptions(1, 3));
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(0, Accept{{1, 0}, 1, values({"a"}), 0}, now);
+  drain(r);
+  r.step(0, Heartbeat{{1, 0}, 1, 1}, now);
+  auto readies = drain(r);
+  CHECK(r.decidedSlot() == 1);
+  CHECK(sentIn<FetchRequest>(readies).empty());
+  REQUIRE(appliedIn(readies).size() == 1);
+  auto acks = sentIn<HeartbeatAck>(readies);
+  REQUIRE(acks.size() == 1);
+  CHECK(acks[0].second.sequence == 1);
+}
+
+TEST_CASE("pre-vote: a member that still hears the leader refuses, so no Phase 1 starts") {
+  Group g(3);
+  REQUIRE(g.runUntil([&] { return g.leader().has_value(); }));
+  const MemberIndex leader = *g.leader();
+  const Ballot before = g[leader].ballot();
+  const MemberIndex cutOff = (leader + 1) % 3;
+  const MemberIndex other = (leader + 2) % 3;
+  // cutOff hears nothing; the other follower and the leader still talk.
+  auto drop = [&](MemberIndex from, const OutgoingMessage& m) {
+    return from == cutOff || m.to == cutOff;
+  };
+  g.runUntil([] { return false; }, 300 * MS, drop);
+  // The cut-off member keeps asking; nobody grants, so nobody's promise moves.
+  g.now += 1;
+  g[cutOff].tick(g.now);
+  REQUIRE(g[cutOff].role() == Role::FOLLOWER);
+  auto readies = drain(g[cutOff]);
+  auto requests = sentIn<PreVoteRequest>(readies);
+  g[other].step(cutOff, PreVoteRequest{99, 0}, g.now);
+  auto replies = sentIn<PreVoteReply>(drain(g[other]));
+  REQUIRE(replies.size() == 1);
+  CHECK(!replies[0].second.granted);
+  // Healing: the leader is still the same, in the same ballot.
+  g.runUntil([] { return false; }, 200 * MS);
+  CHECK(g.leader() == leader);
+  CHECK(g[leader].ballot() == before);
+  CHECK(g[other].promisedBallot() == before);
+}
+
+TEST_CASE("pre-vote is refused while the leader was heard within the election timeout") {
+  Options o = testOptions(1, 3);
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(0, Heartbeat{{1, 0}, 1, 0}, now);
+  drain(r);
+  // Past the lease this member granted, but within the election timeout: still refused.
+  now += o.leaderLeaseNs + 1;
+  REQUIRE(now - 500 * MS < o.electionTimeoutNs);
+  r.step(2, PreVoteRequest{2, 0}, now);
+  auto replies = sentIn<PreVoteReply>(drain(r));
+  REQUIRE(replies.size() == 1);
+  CHECK(!replies[0].second.granted);
+  CHECK(r.promisedBallot() == Ballot{1, 0});  // a pre-vote changes nothing
+  now = 500 * MS + o.electionTimeoutNs;
+  r.step(2, PreVoteRequest{2, 0}, now);
+  replies = sentIn<PreVoteReply>(drain(r));
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].second.granted);
+  CHECK(r.promisedBallot() == Ballot{1, 0});
+}
+
+TEST_CASE("a leader's lease runs from the heartbeat's send time, shortened by the drift bound") {
+  for (bool broken : {false, true}) {
+    Options o = testOptions(0, 3);
+    if (broken) o.ruleBreaker = RuleBreaker::LEASE_NOT_SHORTENED;
+    Single s(o);
+    Replica& r = *s.replica;
+    Nanos now = 0;
+    const Ballot ballot = electByScript(r, 3, now);
+    const Nanos sentAt = now;
+    auto heartbeats = sentIn<Heartbeat>(drain(r));
+    REQUIRE(heartbeats.size() == 2);
+    CHECK(r.leaseHeldUntil() == 0);
+    // The ack arrives much later; the lease still counts from the send time.
+    r.step(1, HeartbeatAck{ballot, heartbeats[0].second.sequence, 0}, now + 7 * MS);
+    const double drift = o.maxClockDrift;
+    const Nanos expected =
+        broken ? sentAt + o.leaderLeaseNs
+               : sentAt + static_cast<Nanos>(std::floor(static_cast<double>(o.leaderLeaseNs) *
+                                                        (1 - drift) / (1 + drift)));
+    CHECK(r.leaseHeldUntil() == expected);
+    if (!broken) CHECK(r.leaseHeldUntil() < sentAt + o.leaderLeaseNs);
+  }
+}
+
+TEST_CASE("an acceptor that acked a heartbeat refuses other proposers' Phase 1 for one lease") {
+  Options o = testOptions(1, 3);
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(0, Heartbeat{{1, 0}, 1, 0}, now);
+  drain(r);
+  r.step(2, Prepare{{2, 2}, 1}, now + o.leaderLeaseNs - 1);
+  auto readies = drain(r);
+  CHECK(sentIn<Promise>(readies).empty());
+  CHECK(r.promisedBallot() == Ballot{1, 0});
+  // The lease holder itself may move to a higher ballot.
+  r.step(0, Prepare{{3, 0}, 1}, now + 1);
+  CHECK(sentIn<Promise>(drain(r)).size() == 1);
+  // Others only once the lease is over.
+  r.step(2, Prepare{{4, 2}, 1}, now + o.leaderLeaseNs);
+  CHECK(sentIn<Promise>(drain(r)).size() == 1);
+}
+
+TEST_CASE("a restarted acceptor refuses Phase 1 for lease plus drift") {
+  Options o = testOptions(1, 3);
+  o.startTimeNs = 1000 * MS;
+  PersistedState state;
+  state.promised = {3, 0};
+  Single s(o, state);
+  Replica& r = *s.replica;
+  const Nanos window =
+      static_cast<Nanos>(std::ceil(static_cast<double>(o.leaderLeaseNs) * (1 + o.maxClockDrift)));
+  r.step(2, Prepare{{4, 2}, 1}, o.startTimeNs + window - 1);
+  CHECK(sentIn<Promise>(drain(r)).empty());
+  CHECK(r.promisedBallot() == Ballot{3, 0});
+  // Its own campaign waits as well.
+  r.tick(o.startTimeNs + window - 1);
+  drain(r);
+  CHECK(r.role() != Role::CANDIDATE);
+  r.step(2, Prepare{{4, 2}, 1}, o.startTimeNs + window);
+  CHECK(sentIn<Promise>(drain(r)).size() == 1);
+}
+
+TEST_CASE("lease reads wait until the slots reported in Phase 1 are decided") {
+  for (bool broken : {false, true}) {
+    Options o = testOptions(0, 3);
+    if (broken) o.ruleBreaker = RuleBreaker::LEASE_READ_IGNORES_PROMISED_SLOTS;
+    Single s(o);
+    Replica& r = *s.replica;
+    Nanos now = 0;
+    Promise p;
+    p.accepted = {LogEntry{1, {1, 1}, values({"w"})}};
+    const Ballot ballot = electByScript(r, 3, now, {p});
+    auto readies = drain(r);
+    auto heartbeats = sentIn<Heartbeat>(readies);
+    REQUIRE(!heartbeats.empty());
+    r.step(1, HeartbeatAck{ballot, heartbeats[0].second.sequence, 0}, now);
+    REQUIRE(r.leaseHeldUntil() > now);
+    REQUIRE(r.decidedSlot() == 0);
+    REQUIRE(r.read(1, now).status == ReadStart::PENDING);
+    readies = drain(r);
+    auto reads = readsIn(readies);
+    if (broken) {
+      REQUIRE(reads.size() == 1);
+      CHECK(reads[0].readIndex == 0);  // stale: slot 1 may hold an acknowledged write
+      continue;
+    }
+    CHECK(reads.empty());
+    // A leadership confirmation round went out for the read (read-index); ack it.
+    auto confirm = sentIn<Heartbeat>(readies);
+    REQUIRE(!confirm.empty());
+    for (auto& [to, hb] : confirm)
+      r.step(to, HeartbeatAck{ballot, hb.sequence, 0}, now);
+    CHECK(readsIn(drain(r)).empty());  // still waits for slot 1
+    // Slot 1: decided by a follower's vote plus the leader's durable one.
+    r.step(1, Accepted{ballot, 1}, now);
+    readies = drain(r);
+    CHECK(r.decidedSlot() == 1);
+    reads = readsIn(readies);
+    REQUIRE(reads.size() == 1);
+    CHECK(reads[0].ok);
+    CHECK(reads[0].readIndex == 1);
+  }
+}
+
+TEST_CASE(
+    "read-index: without a lease the leader confirms leadership with a round sent after "
+    "the read") {
+  Single s(testOptions(0, 3));
+  Replica& r = *s.replica;
+  Nanos now = 0;
+  const Ballot ballot = electByScript(r, 3, now);
+  auto first = sentIn<Heartbeat>(drain(r));
+  REQUIRE(r.leaseHeldUntil() == 0);
+  REQUIRE(r.read(9, now).status == ReadStart::PENDING);
+  // An ack of the round sent before the read does not confirm it.
+  r.step(1, HeartbeatAck{ballot, first[0].second.sequence, 0}, now);
+  auto readies = drain(r);
+  CHECK(readsIn(readies).empty());
+  auto confirm = sentIn<Heartbeat>(readies);
+  REQUIRE(!confirm.empty());
+  CHECK(confirm[0].second.sequence > first[0].second.sequence);
+  r.step(2, HeartbeatAck{ballot, confirm[0].second.sequence, 0}, now);
+  auto reads = readsIn(drain(r));
+  REQUIRE(reads.size() == 1);
+  CHECK(reads[0].id == 9);
+  CHECK(reads[0].ok);
+}
+
+TEST_CASE("a follower's read asks the leader for a read index and waits until it applied it") {
+  Single s(testOptions(1, 3));
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(0, Heartbeat{{1, 0}, 1, 0}, now);
+  drain(r);
+  REQUIRE(r.read(3, now).status == ReadStart::PENDING);
+  auto requests = sentIn<ReadIndexRequest>(drain(r));
+  REQUIRE(requests.size() == 1);
+  CHECK(requests[0].first == 0);
+  r.step(0, ReadIndexReply{requests[0].second.requestId, true, 1}, now);
+  CHECK(readsIn(drain(r)).empty());  // slot 1 not applied yet
+  r.step(0, Accept{{1, 0}, 1, values({"a"}), 1}, now);
+  auto readies = drain(r);
+  auto reads = readsIn(readies);
+  REQUIRE(reads.size() == 1);
+  CHECK(reads[0].ok);
+  CHECK(reads[0].readIndex == 1);
+  CHECK(appliedIn(readies).size() == 1);
+  // Without a leader it fails at once with NOT_LEADER.
+  Single lonely(testOptions(2, 3));
+  CHECK(lonely.replica->read(4, now).status == ReadStart::NOT_LEADER);
+}
+
+TEST_CASE("a leader steps down on a higher ballot and drops the commands still queued") {
+  Options o = testOptions(0, 3);
+  o.pipelineWindow = 1;
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 0;
+  electByScript(r, 3, now);
+  drain(r);
+  REQUIRE(r.propose("in-slot", now).status == ProposeResult::QUEUED);
+  drain(r);
+  REQUIRE(r.propose("queued", now).status == ProposeResult::QUEUED);
+  REQUIRE(r.read(1, now).status == ReadStart::PENDING);
+  r.step(2, Rejected{{9, 2}}, now);
+  CHECK(r.role() == Role::FOLLOWER);
+  auto readies = drain(r);
+  std::vector<std::string> dropped;
+  for (auto& ready : readies) {
+    dropped.insert(dropped.end(), ready.droppedCommands.begin(), ready.droppedCommands.end());
+  }
+  CHECK(dropped == std::vector<std::string>{"queued"});
+  auto reads = readsIn(readies);
+  REQUIRE(reads.size() == 1);
+  CHECK(reads[0].failure == ReadFailure::NOT_LEADER);
+  CHECK(r.propose("late", now).status == ProposeResult::NOT_LEADER);
+
+  // A heartbeat of a higher ballot makes it follow that leader.
+  Single t(testOptions(0, 3));
+  Nanos later = 0;
+  electByScript(*t.replica, 3, later);
+  drain(*t.replica);
+  t.replica->step(1, Heartbeat{{20, 1}, 1, 0}, later);
+  CHECK(t.replica->role() == Role::FOLLOWER);
+  CHECK(t.replica->knownLeader() == MemberIndex{1});
+  CHECK(t.replica->propose("x", later).leaderHint == MemberIndex{1});
+}
+
+TEST_CASE("the pipeline window bounds the slots in flight") {
+  Options o = testOptions(0, 3);
+  o.pipelineWindow = 2;
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 0;
+  const Ballot ballot = electByScript(r, 3, now);
+  drain(r);
+  std::vector<Slot> started;
+  for (const char* c : {"a", "b", "c"}) {
+    REQUIRE(r.propose(c, now).status == ProposeResult::QUEUED);
+    for (auto& [to, m] : sentIn<Accept>(drain(r))) {
+      if (to == 1) started.push_back(m.slot);
+    }
+  }
+  CHECK(started == std::vector<Slot>{1, 2});
+  CHECK(r.queuedCommands() == 1);
+  r.step(1, Accepted{ballot, 1}, now);
+  auto more = sentIn<Accept>(drain(r));
+  REQUIRE(more.size() == 2);
+  CHECK(more[0].second.slot == 3);
+  CHECK(more[0].second.value == values({"c"}));
+}
+
+TEST_CASE("queued commands are batched into one slot, within the batch limits") {
+  Options o = testOptions(0, 3);
+  o.maxBatchCommands = 4;
+  o.maxBatchBytes = 64;
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 0;
+  electByScript(r, 3, now);
+  drain(r);
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(r.propose("c" + std::to_string(i), now).status == 0);
+  std::map<Slot, Value> slots;
+  for (auto& [to, m] : sentIn<Accept>(drain(r)))
+    slots[m.slot] = m.value;
+  REQUIRE(slots.size() == 3);
+  CHECK(slots[1].commands.size() == 4);
+  CHECK(slots[2].commands.size() == 4);
+  CHECK(slots[3].commands.size() == 2);
+  CHECK(r.propose(std::string(65, 'x'), now).status == ProposeResult::TOO_LARGE);
+  // Byte limit: two 40-byte commands do not share a 64-byte slot.
+  REQUIRE(r.propose(std::string(40, 'y'), now).status == ProposeResult::QUEUED);
+  REQUIRE(r.propose(std::string(40, 'z'), now).status == ProposeResult::QUEUED);
+  slots.clear();
+  for (auto& [to, m] : sentIn<Accept>(drain(r)))
+    slots[m.slot] = m.value;
+  CHECK(slots.size() == 2);
+}
+
+TEST_CASE("a follower too far behind fetches decided slots from the leader") {
+  Options o = testOptions(1, 3);
+  o.maxFetchSlots = 2;
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(0, Heartbeat{{1, 0}, 1, 3}, now);
+  auto fetch = sentIn<FetchRequest>(drain(r));
+  REQUIRE(fetch.size() == 1);
+  // Answer by hand, two slots at a time as a maxFetchSlots=2 peer would.
+  FetchReply reply;
+  reply.fromSlot = 1;
+  reply.decidedSlot = 3;
+  reply.entries = {LogEntry{1, {1, 0}, values({"a"})}, LogEntry{2, {1, 0}, values({"b"})}};
+  r.step(0, reply, now);
+  auto readies = drain(r);
+  CHECK(r.decidedSlot() == 2);
+  auto again = sentIn<FetchRequest>(readies);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].second.fromSlot == 3);
+  // A peer that discarded the slots answers "beyond my log": the snapshot hook fires.
+  FetchReply beyond;
+  beyond.fromSlot = 3;
+  beyond.logStart = 10;
+  beyond.decidedSlot = 20;
+  r.step(2, beyond, now);
+  readies = drain(r);
+  bool hook = false;
+  for (auto& ready : readies)
+    hook |= ready.snapshotNeeded.has_value();
+  CHECK(hook);
+}
+
+TEST_CASE("a fetch request is answered with decided slots only") {
+  Options three = testOptions(1, 3);
+  Single f(three);
+  Replica& follower = *f.replica;
+  Nanos now = 500 * MS;
+  follower.step(0, Accept{{1, 0}, 1, values({"a"}), 0}, now);
+  follower.step(0, Accept{{1, 0}, 2, values({"b"}), 1}, now);  // decides slot 1 only
+  drain(follower);
+  REQUIRE(follower.decidedSlot() == 1);
+  follower.step(2, FetchRequest{1}, now);
+  auto replies = sentIn<FetchReply>(drain(follower));
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].second.decidedSlot == 1);
+  REQUIRE(replies[0].second.entries.size() == 1);
+  CHECK(replies[0].second.entries[0].value == values({"a"}));
+}
+
+TEST_CASE("bad peer input is ignored and counted") {
+  Single s(testOptions(1, 3));
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(7, Heartbeat{{1, 0}, 1, 0}, now);              // no such member
+  r.step(1, Heartbeat{{1, 1}, 1, 0}, now);              // from itself
+  r.step(0, Heartbeat{{1, 2}, 1, 0}, now);              // ballot of another member
+  r.step(0, Accept{{1, 0}, 0, values({"a"}), 0}, now);  // slot 0
+  r.step(0, Prepare{{0, 0}, 1}, now);                   // round 0
+  CHECK(r.ignoredMessages() == 5);
+  CHECK(r.promisedBallot() == Ballot{});
+  CHECK(r.knownLeader() == std::nullopt);
+  // Promise entries out of order are refused as a whole.
+  Single c(testOptions(0, 3));
+  Nanos t = 0;
+  c.replica->tick(t += 500 * MS);
+  auto pre = sentIn<PreVoteRequest>(drain(*c.replica));
+  for (auto& [peer, m] : pre)
+    c.replica->step(peer, PreVoteReply{m.round, true, 0}, t);
+  auto prepares = sentIn<Prepare>(drain(*c.replica));
+  REQUIRE(!prepares.empty());
+  Promise bad;
+  bad.ballot = prepares[0].second.ballot;
+  bad.accepted = {LogEntry{2, {1, 1}, {}}, LogEntry{1, {1, 1}, {}}};
+  c.replica->step(1, bad, t);
+  CHECK(c.replica->role() == Role::CANDIDATE);
+  CHECK(c.replica->ignoredMessages() == 1);
+}
+
+TEST_CASE("a three-member group elects one leader and every member applies the same slots") {
+  Group g(3);
+  REQUIRE(g.runUntil([&] { return g.leader().has_value(); }));
+  const MemberIndex leader = *g.leader();
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(g[leader].propose("c" + std::to_string(i), g.now).status == ProposeResult::QUEUED);
+    if (i % 3 == 0) g.deliverAll();
+  }
+  REQUIRE(g.runUntil([&] {
+    for (auto& a : g.applied) {
+      size_t commands = 0;
+      for (auto& e : a)
+        commands += e.value.commands.size();
+      if (commands < 20) return false;
+    }
+    return true;
+  }));
+  CHECK(g.applied[0] == g.applied[1]);
+  CHECK(g.applied[1] == g.applied[2]);
+  // A follower's read goes through the leader.
+  const MemberIndex follower = (leader + 1) % 3;
+  REQUIRE(g[follower].read(77, g.now).status == ReadStart::PENDING);
+  REQUIRE(g.runUntil([&] { return !g.reads[follower].empty(); }));
+  CHECK(g.reads[follower][0].ok);
+  CHECK(g.reads[follower][0].readIndex == g[leader].decidedSlot());
+
+  // The leader crashes (stops); the others elect a new one with a higher ballot.
+  const Ballot old = g[leader].ballot();
+  auto dead = [&](MemberIndex from, const OutgoingMessage& m) {
+    return from == leader || m.to == leader;
+  };
+  REQUIRE(g.runUntil(
+      [&] {
+        for (MemberIndex i = 0; i < 3; ++i) {
+          if (i != leader && g[i].role() == Role::LEADER) return true;
+        }
+        return false;
+      },
+      5000 * MS, dead));
+  for (MemberIndex i = 0; i < 3; ++i) {
+    if (i != leader && g[i].role() == Role::LEADER) CHECK(g[i].ballot() > old);
+  }
+}
+
+}  // namespace
+}  // namespace synod::election
