@@ -59,10 +59,11 @@ cmd_test() {
   local status=0
   say "running the test suite"
   meson test -C build --print-errorlogs --num-processes 2 || status=1
-  say "running the unit tests under ASan/UBSan"
+  # In-process tests only: the process and simulator suites are long and gain little from it.
+  say "running the in-process tests under ASan/UBSan"
   build build-asan -Db_sanitize=address,undefined -Dbuildtype=debug
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    meson test -C build-asan --suite unit --print-errorlogs --num-processes 2 || status=1
+    meson test -C build-asan --no-suite process --no-suite sim --print-errorlogs --num-processes 2 || status=1
   summarize build/meson-logs/testlog.json build-asan/meson-logs/testlog.json
   return $status
 }
