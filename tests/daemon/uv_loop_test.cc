@@ -179,15 +179,18 @@ struct UvLoop {
 
 class EchoServer final : public TestEcho::Server {
  public:
+  static constexpr capnp::MessageSize RESULT_SIZE = {4, 0};
+
   EchoServer(pid_t peer, int& pendingHangs) : peer(peer), pendingHangs(pendingHangs) {}
 
  protected:
   kj::Promise<void> echo(EchoContext context) override {
-    context.getResults().setValue(context.getParams().getValue());
+    // An explicit size hint: an empty kj::Maybe here trips g++ 12's -Wmaybe-uninitialized.
+    context.getResults(RESULT_SIZE).setValue(context.getParams().getValue());
     return kj::READY_NOW;
   }
   kj::Promise<void> peerPid(PeerPidContext context) override {
-    context.getResults().setPid(peer);
+    context.getResults(RESULT_SIZE).setPid(peer);
     return kj::READY_NOW;
   }
   kj::Promise<void> hang(HangContext context) override {
