@@ -652,8 +652,13 @@ Rendered renderUsageError(const std::string& error, const std::string& hint,
 Rendered renderGet(const GetCommand& command, const Result<KeyValue>& result,
                    const RenderOptions& options) {
   if (!result.ok()) {
-    return renderFailure(result, options, "key " + quoted(command.key) + " not found",
-                         [&](JsonWriter& json) { json.bytesField("key", command.key); });
+    std::string notFound = "key " + quoted(command.key) + " not found";
+    auto addKey = [&](JsonWriter& json) { json.bytesField("key", command.key); };
+    if (result.status.code != Code::NOT_FOUND) return renderFailure(result, options, {}, addKey);
+    // The daemon's text cannot say more than this, and this names the key.
+    Result<KeyValue> named = result;
+    named.status.message = notFound;
+    return renderFailure(named, options, {}, addKey);
   }
   if (options.json) {
     return renderSuccessJson(result, [&](JsonWriter& json) { keyValueFields(json, *result); });

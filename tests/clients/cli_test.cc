@@ -406,6 +406,8 @@ TEST_CASE("render get failures") {
   Rendered human = renderGet(command, answered<KeyValue>(Code::NOT_FOUND, {}, ""), HUMAN);
   CHECK(human.out.empty());
   CHECK(human.err == "synodctl: key \"missing\" not found (NOT_FOUND)\n");
+  CHECK(renderGet(command, answered<KeyValue>(Code::NOT_FOUND, {}, "key not found"), HUMAN).err ==
+        "synodctl: key \"missing\" not found (NOT_FOUND)\n");
   Rendered unreachable =
       renderGet(command, unanswered<KeyValue>(Code::UNAVAILABLE, "daemon unreachable at /x"), JSON);
   CHECK(unreachable.exitCode == 3);
