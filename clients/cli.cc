@@ -917,6 +917,8 @@ int runShell(Client& client, std::istream& in, std::ostream& out, const GlobalOp
     }
     parsed.value->global.json = true;
     writeFlushed(out, execute(client, *parsed.value, false).out);
+    // Nobody reads the answers any more: run no further commands whose outcome would be lost.
+    if (!out) return EXIT_REFUSED;
   }
   return EXIT_OK;
 }

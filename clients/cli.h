@@ -127,8 +127,8 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty);
 inline constexpr size_t MAX_SHELL_LINE_BYTES = 8 << 20;
 
 /// `synodctl shell`: one command per line from `in`, one JSON object per line to `out`, flushed
-/// after each; blank lines and # comments are skipped. Returns the exit status (0 at end of
-/// input).
+/// after each; blank lines and # comments are skipped. Returns the exit status: 0 at end of
+/// input, 1 when writing to `out` failed (the rest of the input is not run).
 int runShell(Client& client, std::istream& in, std::ostream& out, const GlobalOptions& defaults);
 
 /// All of synodctl: parse `args`, connect, run, write to `out` / `err`; returns the exit status.

@@ -389,6 +389,15 @@ TEST_CASE("shell: an over-long line is answered with an error and skipped") {
   CHECK(f.daemon.state.kvs.empty());
 }
 
+TEST_CASE("shell: stops running commands once its output is gone") {
+  Fixture f;
+  std::istringstream in("put a 1\nput b 2\n");
+  std::ostringstream out;
+  out.setstate(std::ios::badbit);
+  CHECK(runShell(f.client, in, out, GlobalOptions{}) == 1);
+  CHECK(f.daemon.state.kvs.size() == 1);
+}
+
 TEST_CASE("runSynodctl: usage errors exit 2 without connecting; unreachable exits 3") {
   std::istringstream in;
   std::ostringstream out, err;
