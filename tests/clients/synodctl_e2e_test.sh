@@ -23,12 +23,36 @@ daemon_version=$("$SYNOD" --version 2>/dev/null) || true
 work=$(mktemp -d /tmp/synodctl-e2e.XXXXXX)
 sock=$work/synod.sock
 daemon_pid=
-cleanup() {
-  if [[ -n $daemon_pid ]]; then
-    kill -CONT "$daemon_pid" 2>/dev/null
-    kill -TERM "$daemon_pid" 2>/dev/null
-    wait "$daemon_pid" 2>/dev/null
+
+# running PID: the process exists and is not a zombie (kill -0 succeeds on an unreaped child).
+running() {
+  local state
+  state=$(sed -E 's/^.*\) (.).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
+# stop_daemon: SIGTERM, up to 10 s to exit, then SIGKILL. Sets $daemon_status (137 if killed)
+# and $daemon_stopped_cleanly.
+stop_daemon() {
+  daemon_stopped_cleanly=
+  kill -CONT "$daemon_pid" 2>/dev/null
+  kill -TERM "$daemon_pid" 2>/dev/null
+  for _ in $(seq 1 200); do
+    running "$daemon_pid" || break
+    sleep 0.05
+  done
+  if running "$daemon_pid"; then
+    kill -KILL "$daemon_pid" 2>/dev/null
+  else
+    daemon_stopped_cleanly=1
   fi
+  wait "$daemon_pid" 2>/dev/null
+  daemon_status=$?
+  daemon_pid=
+}
+
+cleanup() {
+  [[ -n $daemon_pid ]] && stop_daemon
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -135,7 +159,7 @@ daemon_pid=$!
 
 ready=
 for _ in $(seq 1 400); do  # polls for up to ~20 s
-  if ! kill -0 "$daemon_pid" 2>/dev/null; then
+  if ! running "$daemon_pid"; then
     wait "$daemon_pid"
     echo "daemon exited with status $? before serving; its log:"
     cat "$work/daemon.log"
@@ -362,11 +386,14 @@ ctl get 'a b'
 expect_rc 0 "the daemon answers again after SIGCONT"
 
 echo "# the daemon gone: exit 3"
-kill -TERM "$daemon_pid"
-wait "$daemon_pid"
-daemon_status=$?
-daemon_pid=
-[[ $daemon_status == 0 ]] && pass || fail "daemon exited with status $daemon_status on SIGTERM"
+stop_daemon
+if [[ -z $daemon_stopped_cleanly ]]; then
+  fail "daemon still running 10 s after SIGTERM (killed it)"
+elif [[ $daemon_status != 0 ]]; then
+  fail "daemon exited with status $daemon_status on SIGTERM"
+else
+  pass
+fi
 ctl get 'a b'
 expect_rc 3 "stopped daemon: unreachable"
 
