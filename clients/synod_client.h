@@ -208,8 +208,8 @@ struct ListOptions {
 };
 
 /// The promise face. Owns the connection; every promise it returns refers to it, so it must
-/// outlive them. Calls may be issued concurrently; they share one connection. No promise it
-/// returns ever rejects: failures are in Result::status.
+/// outlive them. Calls may be issued concurrently from the loop's thread (it is not thread-safe);
+/// they share one connection. No promise it returns ever rejects: failures are in Result::status.
 class AsyncClient {
  public:
   /// Uses `io`'s network (for "unix:PATH") and timer; `io` must outlive this. Does not connect.
