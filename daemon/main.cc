@@ -1,7 +1,9 @@
 // synod: the daemon. main() wires everything; nothing here decides anything about the protocol.
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <kj/debug.h>
@@ -34,6 +36,13 @@ constexpr const char* USAGE =
     "Signals: SIGTERM/SIGINT stop cleanly (finish in-flight commits, close the store, remove the\n"
     "socket this daemon bound). Logs go to stderr with <N> priority prefixes for journald.\n";
 
+// Seeds the core's PRNG (election timeouts); any value is safe, a random one avoids ties.
+uint64_t randomSeed() {
+  uint64_t seed = 0;
+  if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) seed = static_cast<uint64_t>(::getpid());
+  return seed;
+}
+
 // Everything that lives while the daemon serves, in construction order; destroyed in reverse.
 class Daemon {
  public:
@@ -56,7 +65,11 @@ class Daemon {
     KJ_ASSERT(uv_loop_init(&loop_) == 0);
     loopInitialized_ = true;
     kj_ = std::make_unique<UvKjLoop>(&loop_);
-    node_ = std::make_unique<Node>(config_, *store_, kj_->timer());
+    if (config_.peers.size() > 1) {
+      throw ConfigError(config_.sourcePath, config_.keyLines.find("peers"), "peers",
+                        "this build serves groups of one member only");
+    }
+    node_ = std::make_unique<Node>(config_, *store_, kj_->timer(), nullptr, randomSeed());
 
     int listenFd = takeListenSocket();
     api_ = std::make_unique<LocalApi>(*node_, kj_->lowLevel(), kj_->timer(), listenFd);

@@ -3,8 +3,11 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/debug.h>
+#include <time.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "daemon/logging.h"
 
@@ -19,49 +22,123 @@ CommandOutcome refusal(StatusCode code, std::string message) {
   return outcome;
 }
 
+Nanos millis(uint64_t ms) {
+  return static_cast<Nanos>(ms) * election::NANOS_PER_MS;
+}
+
 }  // namespace
 
-Node::Node(const Config& config, storage::Store& store, kj::Timer& timer)
+Nanos bootTimeNow() {
+  timespec ts{};
+  KJ_SYSCALL(clock_gettime(CLOCK_BOOTTIME, &ts));
+  return static_cast<Nanos>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOutbox* outbox,
+           uint64_t seed)
     : config_(config),
       store_(store),
       timer_(timer),
-      self_(static_cast<election::MemberIndex>(config.nodeIndex())),
+      outbox_(outbox),
+      prng_(seed),
+      self_(static_cast<MemberIndex>(config.nodeIndex())),
       incarnation_(store.startState().incarnation),
       tasks_(*this) {
+  KJ_REQUIRE(outbox_ != nullptr || config.peers.size() == 1,
+             "a group of several members needs a peer transport");
   limits_.maxKeyBytes = config.maxKeyBytes;
   limits_.maxValueBytes = config.maxValueBytes;
   loadState();
+  ticking_ = tickLoop().eagerlyEvaluate([](kj::Exception&& e) {
+    logError("fatal: tick loop failed: ", e.getDescription());
+    std::abort();
+  });
+  onTick();
 }
 
 Node::~Node() {}
 
+election::Options Node::coreOptions(uint64_t memberCount) const {
+  election::Options options;
+  options.self = self_;
+  options.memberCount = static_cast<uint32_t>(memberCount);
+  options.heartbeatIntervalNs = millis(config_.heartbeatMs);
+  options.electionTimeoutNs = millis(config_.electionTimeoutMs);
+  options.leaderLeaseNs = millis(config_.leaderLeaseMs);
+  options.maxClockDrift = config_.maxClockDrift;
+  // A group of one has nobody to catch up.
+  options.retainedLogSlots = memberCount == 1 ? 0 : RETAINED_LOG_SLOTS;
+  options.startTimeNs = bootTimeNow();
+  return options;
+}
+
 void Node::loadState() {
   const storage::StartState& start = store_.startState();
   store_.forEachKey([&](std::string_view key, election::KeyRecord&& record) {
-    state_.restoreKey(std::string(key), record);
+    state_.restoreKey(std::string(key), std::move(record));
   });
-  store_.forEachSession([&](election::MemberIndex member, std::string_view encoded) {
+  store_.forEachSession([&](MemberIndex member, std::string_view encoded) {
     state_.restoreSession(member, encoded);
   });
   state_.restoreApplied(start.appliedSlot, start.revision);
-  std::vector<LogEntry> unapplied;
-  store_.forEachLogEntry(start.appliedSlot + 1,
-                         [&](LogEntry&& entry) { unapplied.push_back(std::move(entry)); });
-  size_t replay = unapplied.size();
-  log_ = std::make_unique<SoloLog>(self_, start.promised, start.appliedSlot, std::move(unapplied),
-                                   SoloLog::Limits{});
-  // Take the new ballot and decide what was accepted before the last stop, before serving.
-  while (log_->hasReady() || state_.hasChanges())
-    flushOnce();
+  materializedSlot_ = start.appliedSlot;
+
+  election::PersistedState persisted;
+  persisted.promised = start.promised;
+  persisted.appliedSlot = start.appliedSlot;
+  size_t votes = 0;
+  store_.forEachLogEntry(0, [&](LogEntry&& entry) {
+    if (entry.slot > start.appliedSlot) ++votes;
+    persisted.log.push_back(std::move(entry));
+  });
+  core_ = std::make_unique<election::Replica>(coreOptions(config_.peers.size()), persisted, prng_);
   logInfo("state loaded: ", state_.keyCount(), " keys at revision ", state_.revision(),
-          ", applied slot ", state_.appliedSlot(), " (", replay, " replayed from the log)",
-          ", incarnation ", incarnation_);
+          ", applied slot ", state_.appliedSlot(), ", ", votes,
+          " votes above it to be decided again, incarnation ", incarnation_);
+}
+
+// --- timers --------------------------------------------------------------------------------
+
+kj::Promise<void> Node::tickLoop() {
+  // The core wants a tick at least every heartbeat / 2; between ticks an idle member sleeps.
+  uint64_t intervalMs = std::max<uint64_t>(config_.heartbeatMs / 2, 1);
+  return timer_.afterDelay(intervalMs * kj::MILLISECONDS).then([this]() {
+    onTick();
+    return tickLoop();
+  });
+}
+
+void Node::onTick() {
+  Nanos now = bootTimeNow();
+  core_->tick(now);
+  // Writes not applied after a while are submitted again (lost forward, leader change).
+  Nanos retryAfter = millis(std::max<uint64_t>(config_.electionTimeoutMs, 200));
+  std::vector<uint64_t> due;
+  for (auto& [sequence, write] : pending_) {
+    if (now - write.submittedAt >= retryAfter) due.push_back(sequence);
+  }
+  for (uint64_t sequence : due)
+    submit(sequence, now);
+  restartReads(now);
+  if (core_->hasReady()) scheduleFlush();
 }
 
 kj::Promise<void> Node::deadline(uint32_t timeoutMs) {
   if (timeoutMs == 0) timeoutMs = DEFAULT_TIMEOUT_MS;
   return timer_.afterDelay(timeoutMs * kj::MILLISECONDS);
 }
+
+StatusCode Node::deadlineCode() const {
+  // NO_QUORUM when this member knows of no working leader; TIMEOUT when there is one but the
+  // request was still not done.
+  auto leader = core_->knownLeader();
+  if (!leader) return StatusCode::NO_QUORUM;
+  if (*leader == self_) return isLeader() ? StatusCode::TIMEOUT : StatusCode::NO_QUORUM;
+  return outbox_ != nullptr && outbox_->connected(*leader) ? StatusCode::TIMEOUT
+                                                           : StatusCode::NO_QUORUM;
+}
+
+// --- writes --------------------------------------------------------------------------------
 
 std::optional<Refusal> Node::checkSpace(size_t requestBytes) const {
   // Refuse before the store can reach its limit, keeping a reserve for deletes and for slots
@@ -94,67 +171,242 @@ kj::Promise<CommandOutcome> Node::write(capnp::MallocMessageBuilder& message, ui
   id.setMember(self_);
   id.setIncarnation(incarnation_);
   id.setSequence(sequence);
-  log_->propose(election::encodeCommand(message));
 
   auto paf = kj::newPromiseAndFulfiller<CommandOutcome>();
-  pending_.emplace(sequence, kj::mv(paf.fulfiller));
-  scheduleFlush();
+  pending_.emplace(sequence, PendingWrite{kj::mv(paf.fulfiller), election::encodeCommand(message)});
+  submit(sequence, bootTimeNow());
   return paf.promise.exclusiveJoin(deadline(timeoutMs).then([this, sequence]() {
     pending_.erase(sequence);
-    return refusal(StatusCode::TIMEOUT,
-                   "deadline passed before the write was applied; it may "
-                   "still be applied");
+    return refusal(deadlineCode(),
+                   "deadline passed before the write was applied; it may still "
+                   "be applied");
   }));
 }
 
-kj::Promise<Refusal> Node::readBarrier(uint32_t, bool) {
-  // A group of one: everything acknowledged has been applied to state_, and this member is the
-  // only one that can decide, so its applied state is linearizable at once.
-  return Refusal{};
+void Node::submit(uint64_t sequence, Nanos now) {
+  auto it = pending_.find(sequence);
+  if (it == pending_.end()) return;
+  PendingWrite& write = it->second;
+  write.submittedAt = now;
+  if (isLeader()) {
+    auto result = core_->propose(write.command, now);
+    switch (result.status) {
+      case election::ProposeResult::QUEUED:
+        scheduleFlush();
+        return;
+      case election::ProposeResult::BUSY:
+        return;  // the leader's queue is full: the retry timer submits it again
+      case election::ProposeResult::TOO_LARGE:
+        write.fulfiller->fulfill(
+            refusal(StatusCode::INVALID_ARGUMENT, "command is larger than a slot may hold"));
+        pending_.erase(it);
+        return;
+      case election::ProposeResult::NOT_LEADER:
+        break;
+    }
+  }
+  auto leader = core_->knownLeader();
+  if (leader && *leader != self_ && outbox_ != nullptr) {
+    outbox_->sendForward(*leader, {write.command});
+  }
+  // No leader known: the next leader change or retry submits it.
 }
 
+uint64_t Node::sequenceOf(const std::string& command) const {
+  auto words =
+      kj::heapArray<capnp::word>((command.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word));
+  if (command.size() > 0) std::memcpy(words.begin(), command.data(), command.size());
+  try {
+    capnp::FlatArrayMessageReader reader(words);
+    auto id = reader.getRoot<records::Command>().getId();
+    if (id.getMember() != self_ || id.getIncarnation() != incarnation_) return 0;
+    return id.getSequence();
+  } catch (const kj::Exception&) {
+    return 0;
+  }
+}
+
+void Node::onForward(MemberIndex from, std::vector<std::string> commands) {
+  Nanos now = bootTimeNow();
+  std::vector<std::string> refused;
+  for (auto& command : commands) {
+    auto result = isLeader() ? core_->propose(command, now)
+                             : election::ProposeResult{election::ProposeResult::NOT_LEADER, {}};
+    if (result.status == election::ProposeResult::NOT_LEADER) refused.push_back(std::move(command));
+    // BUSY / TOO_LARGE: dropped; the sender's retry timer resubmits it.
+  }
+  if (!refused.empty() && outbox_ != nullptr) {
+    outbox_->sendForwardRefused(from, std::move(refused), core_->knownLeader());
+  }
+  if (core_->hasReady()) scheduleFlush();
+}
+
+void Node::onForwardRefused(std::vector<std::string> commands,
+                            std::optional<MemberIndex> leaderHint) {
+  if (!leaderHint || *leaderHint == self_ || outbox_ == nullptr) return;  // retry timer
+  std::vector<std::string> ours;
+  for (auto& command : commands) {
+    if (pending_.count(sequenceOf(command))) ours.push_back(std::move(command));
+  }
+  if (!ours.empty()) outbox_->sendForward(*leaderHint, std::move(ours));
+}
+
+void Node::resubmitAll(Nanos now) {
+  std::vector<uint64_t> sequences;
+  for (auto& [sequence, write] : pending_)
+    sequences.push_back(sequence);
+  for (uint64_t sequence : sequences)
+    submit(sequence, now);
+  restartReads(now);
+}
+
+void Node::restartReads(Nanos now) {
+  for (auto& [id, read] : reads_) {
+    if (!read.started) startRead(id, now);
+  }
+}
+
+// --- reads ---------------------------------------------------------------------------------
+
+kj::Promise<Refusal> Node::readBarrier(uint32_t timeoutMs, bool serializable) {
+  if (serializable) return Refusal{};
+  if (reads_.size() >= MAX_PENDING_READS) {
+    return Refusal{StatusCode::UNAVAILABLE, "too many reads in flight on this member; retry"};
+  }
+  election::ReadId id = nextReadId_++;
+  auto paf = kj::newPromiseAndFulfiller<Refusal>();
+  reads_.emplace(id, PendingRead{kj::mv(paf.fulfiller), false});
+  startRead(id, bootTimeNow());
+  return paf.promise.exclusiveJoin(deadline(timeoutMs).then([this, id]() {
+    reads_.erase(id);
+    return Refusal{deadlineCode(), "deadline passed before the read could be linearized"};
+  }));
+}
+
+void Node::startRead(election::ReadId id, Nanos now) {
+  auto it = reads_.find(id);
+  if (it == reads_.end()) return;
+  auto start = core_->read(id, now);
+  it->second.started = start.status == election::ReadStart::PENDING;
+  if (it->second.started) scheduleFlush();
+}
+
+// --- peers ---------------------------------------------------------------------------------
+
+void Node::onPeerMessage(MemberIndex from, const election::PeerMessage& message) {
+  core_->step(from, message, bootTimeNow());
+  if (core_->hasReady()) scheduleFlush();
+}
+
+void Node::sendAll(std::vector<election::OutgoingMessage>& messages) {
+  if (outbox_ == nullptr) return;
+  for (auto& outgoing : messages)
+    outbox_->sendCore(outgoing.to, kj::mv(outgoing.message));
+  messages.clear();
+}
+
+// --- group commit --------------------------------------------------------------------------
+
 void Node::scheduleFlush() {
-  if (flushScheduled_) return;
+  if (flushScheduled_ || persistScheduled_) return;
   flushScheduled_ = true;
   // evalLast: run once every event already queued (other requests of this loop iteration) has
   // been handled, so one commit carries all of them.
-  tasks_.add(kj::evalLast([this]() { flushOnce(); }));
+  tasks_.add(kj::evalLast([this]() {
+    flushScheduled_ = false;
+    if (takeReady()) {
+      persistScheduled_ = true;
+      // Persist after the replies just made have gone out: applied state is materialized off
+      // the reply's path, and a vote's persist still happens in this loop iteration.
+      tasks_.add(kj::evalLast([this]() { persist(); }));
+    }
+  }));
 }
 
-void Node::flushOnce() {
-  flushScheduled_ = false;
-  storage::WriteBatch batch;
-  LogReady ready;
-  if (log_->hasReady()) {
-    ready = log_->ready();
-    batch.promised = ready.promise;
-    batch.accepted = std::move(ready.accept);
+bool Node::takeReady() {
+  if (core_->hasReady()) {
+    ready_ = core_->ready();
+    handleReady(*ready_);
+    return true;
   }
+  return state_.hasChanges();
+}
+
+void Node::persist() {
+  persistScheduled_ = false;
+  storage::WriteBatch batch;
+  if (ready_) {
+    batch.promised = ready_->promised;
+    batch.accepted = std::move(ready_->accepted);
+  }
+  Slot materialized = materializedSlot_;
   if (state_.hasChanges()) {
     election::StateChanges changes = state_.takeChanges();
     batch.keys = std::move(changes.keys);
     batch.sessions = std::move(changes.sessions);
     batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
-    // Materialized slots are needed by nobody else in a group of one.
-    batch.dropLogThrough = changes.appliedSlot;
+    materialized = changes.appliedSlot;
+  }
+  // A vote may be forgotten only once the applied state covering its slot is durable: in this
+  // same commit at the latest.
+  if (ready_ && ready_->discardLogThrough) {
+    batch.dropLogThrough = std::min(*ready_->discardLogThrough, materialized);
   }
   if (!batch.empty()) store_.commit(batch);
-  log_->advance(ready);
-  applyDecided();
-  // What was just applied is materialized by the next commit, after the replies have gone out.
-  if (log_->hasReady() || state_.hasChanges()) scheduleFlush();
+  materializedSlot_ = materialized;
+  if (ready_) {
+    sendAll(ready_->sendAfterPersist);
+    ready_->accepted = std::move(batch.accepted);
+    core_->advance(*ready_);
+    ready_.reset();
+  }
+  if (core_->hasReady() || state_.hasChanges()) scheduleFlush();
 }
 
-void Node::applyDecided() {
+void Node::handleReady(election::Ready& ready) {
+  sendAll(ready.sendBeforePersist);
+  applyEntries(ready.apply);
+  for (const auto& outcome : ready.reads) {
+    auto it = reads_.find(outcome.id);
+    if (it == reads_.end()) continue;  // deadline passed
+    if (outcome.ok) {
+      // The applied state includes readIndex: this Ready's entries were applied above.
+      it->second.fulfiller->fulfill(Refusal{});
+      reads_.erase(it);
+    } else {
+      it->second.started = false;  // retried at the next tick or leader change
+    }
+  }
+  for (const auto& command : ready.droppedCommands) {
+    auto it = pending_.find(sequenceOf(command));
+    if (it != pending_.end()) it->second.submittedAt = 0;  // resubmit at the next tick
+  }
+  if (ready.status) {
+    const auto& status = *ready.status;
+    if (status.leader != lastLeader_) {
+      if (status.leader) {
+        logInfo("leader is ", config_.peerNames()[*status.leader].c_str(), " (ballot ",
+                status.ballot.round, ".", status.ballot.member, "); this member is ",
+                election::roleName(status.role));
+      } else {
+        logInfo("no leader known; this member is ", election::roleName(status.role));
+      }
+      lastLeader_ = status.leader;
+      resubmitAll(bootTimeNow());
+    }
+  }
+}
+
+void Node::applyEntries(const std::vector<LogEntry>& entries) {
   std::vector<election::AppliedCommand> applied;
-  for (auto& entry : log_->takeDecided()) {
+  for (const auto& entry : entries) {
     applied.clear();
     state_.apply(entry.slot, entry.value, applied);
     for (auto& command : applied) {
       if (command.id.member != self_ || command.id.incarnation != incarnation_) continue;
       auto it = pending_.find(command.id.sequence);
-      if (it == pending_.end()) continue;  // timed out, or already answered
-      it->second->fulfill(kj::mv(command.outcome));
+      if (it == pending_.end()) continue;  // timed out, or answered by an earlier copy
+      it->second.fulfiller->fulfill(kj::mv(command.outcome));
       pending_.erase(it);
     }
   }
@@ -162,8 +414,10 @@ void Node::applyDecided() {
 
 void Node::drain() {
   draining_ = true;
-  while (log_->hasReady() || state_.hasChanges())
-    flushOnce();
+  ticking_ = nullptr;  // no more timers: the loop may end
+  if (persistScheduled_) persist();
+  while (takeReady())
+    persist();
 }
 
 void Node::taskFailed(kj::Exception&& exception) {
@@ -171,13 +425,16 @@ void Node::taskFailed(kj::Exception&& exception) {
   std::abort();
 }
 
+// --- status --------------------------------------------------------------------------------
+
 NodeStatus Node::status() const {
   NodeStatus status;
   status.member = config_.node;
-  status.role = "leader";
-  status.ballot = log_->ballot();
-  status.leader = config_.node;
-  status.decidedSlot = log_->decidedSlot();
+  status.role = election::roleName(core_->role());
+  status.ballot = core_->ballot();
+  auto names = config_.peerNames();
+  if (auto leader = core_->knownLeader()) status.leader = names[*leader];
+  status.decidedSlot = core_->decidedSlot();
   status.appliedSlot = state_.appliedSlot();
   status.revision = state_.revision();
   status.incarnation = incarnation_;
@@ -185,12 +442,17 @@ NodeStatus Node::status() const {
   status.uptimeMs = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - startedAt_)
                         .count();
-  for (const auto& [name, address] : config_.peers) {
+  Nanos leaseUntil = core_->leaseHeldUntil();
+  status.leaseLeftNs = std::max<Nanos>(0, leaseUntil - bootTimeNow());
+  for (size_t i = 0; i < names.size(); ++i) {
     MemberInfo member;
-    member.name = name;
-    member.address = address.toString();
-    member.role = name == config_.node ? "leader" : "unknown";
-    member.reachable = name == config_.node;
+    member.name = names[i];
+    member.address = config_.peers.at(names[i]).toString();
+    bool isSelf = i == self_;
+    bool isLeaderMember = core_->knownLeader() == static_cast<MemberIndex>(i);
+    member.role = isLeaderMember ? "leader" : (isSelf ? status.role : "follower");
+    member.reachable = isSelf || (outbox_ != nullptr && outbox_->connected(i));
+    if (!member.reachable) member.role = "unknown";
     status.members.push_back(std::move(member));
   }
   return status;

@@ -55,7 +55,7 @@ struct Fixture {
 
   Fixture(storage::MemoryStore& storeParam, Config configParam = testConfig())
       : config(std::move(configParam)), store(storeParam) {
-    node = std::make_unique<Node>(config, store, io.provider->getTimer());
+    node = std::make_unique<Node>(config, store, io.provider->getTimer(), nullptr, 1);
     auto pipe = io.provider->newTwoWayPipe();
     serverEnd = kj::mv(pipe.ends[0]);
     clientEnd = kj::mv(pipe.ends[1]);
@@ -263,12 +263,11 @@ class RecordingStore final : public storage::Store {
 
 TEST_CASE("acknowledged writes survive a crash at any commit, materialized or not") {
   RecordingStore store;
-  size_t commitsBeforeLastWrite = 0;
+  Slot deleteSlot = 0;
   {
-    // The node runs on the recording store.
     kj::AsyncIoContext io = kj::setupAsyncIo();
     Config config = testConfig();
-    Node node(config, store, io.provider->getTimer());
+    Node node(config, store, io.provider->getTimer(), nullptr, 1);
     auto write = [&](auto fill) {
       capnp::MallocMessageBuilder message;
       fill(message.initRoot<records::Command>());
@@ -282,18 +281,24 @@ TEST_CASE("acknowledged writes survive a crash at any commit, materialized or no
     };
     CHECK(put("a", "1").code == StatusCode::OK);
     CHECK(put("b", "2").code == StatusCode::OK);
-    commitsBeforeLastWrite = store.afterCommit.size();
     auto deleted = write([&](records::Command::Builder c) { c.initDelete().setKey(bytes("a")); });
     CHECK(deleted.code == StatusCode::OK);
     CHECK(deleted.deleted == 1);
-    // The delete was answered when its accept was durable, before its state was materialized.
-    CHECK(store.afterCommit.back()->appliedSlot() < node.state().appliedSlot());
+    deleteSlot = node.state().appliedSlot();
     kj::evalLast([] {}).wait(io.waitScope);
   }
-  REQUIRE(store.afterCommit.size() > commitsBeforeLastWrite);
-  // Crash right after the commit that made the delete durable (and so acknowledged it).
-  auto disk = store.afterCommit[commitsBeforeLastWrite]->clone();
-  CHECK(disk->appliedSlot() < 3);
+  // The disk right after the commit that made the delete's vote durable: the delete was
+  // acknowledged from then on, and its applied state was not yet written.
+  storage::MemoryStore* crashPoint = nullptr;
+  for (auto& disk : store.afterCommit) {
+    if (disk->log().count(deleteSlot)) {
+      crashPoint = disk.get();
+      break;
+    }
+  }
+  REQUIRE(crashPoint != nullptr);
+  CHECK(crashPoint->appliedSlot() < deleteSlot);
+  auto disk = crashPoint->clone();
   disk->restart();
   Fixture again(*disk);
   CHECK(again.get("a").getStatus().getCode() == Status::Code::NOT_FOUND);
