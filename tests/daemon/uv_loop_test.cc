@@ -681,6 +681,42 @@ TEST_CASE("large transfers wait on EAGAIN at both ends; end of stream reads as 0
   }
 }
 
+TEST_CASE("an fd with interest still armed but nobody waiting does not keep uv_run going") {
+  UvLoop uv;
+  UvKjLoop kj(&uv.loop);
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
+  auto a = kj.lowLevel().wrapSocketFd(fds[0], NEW_FD_FLAGS);
+  auto b = kj.lowLevel().wrapSocketFd(fds[1], NEW_FD_FLAGS);
+  kj::byte byte = 0;
+
+  SUBCASE("after a read that waited completed") {
+    auto read = b->read(&byte, 1);  // nothing sent yet: waits for readability
+    runOk(kj, a->write("x", 1));
+    runOk(kj, kj::mv(read));
+    CHECK(byte == 'x');
+  }
+  SUBCASE("after a waiting read was canceled") {
+    auto read = b->read(&byte, 1).eagerlyEvaluate(nullptr);
+    CHECK_FALSE(runUntil(
+        &uv.loop, [] { return false; }, 50));  // the read keeps the loop alive
+  }
+  // b's read interest stays armed (re-arming costs epoll_ctl calls), but nobody waits on it.
+  uint64_t changes = kj.pollInterestChanges();
+  CHECK(runToCompletion(&uv.loop));
+  CHECK(kj.pollInterestChanges() == changes);
+}
+
+TEST_CASE("SIGPIPE is ignored: writing to a closed peer fails with DISCONNECTED") {
+  UvLoop uv;
+  UvKjLoop kj(&uv.loop);
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
+  auto a = kj.lowLevel().wrapSocketFd(fds[0], NEW_FD_FLAGS);
+  close(fds[1]);
+  CHECK(failureType(kj, a->write("x", 1)) == kj::Exception::Type::DISCONNECTED);
+}
+
 TEST_CASE("whenWriteDisconnected: not on a half-close, yes once the peer is gone") {
   UvLoop uv;
   UvKjLoop kj(&uv.loop);
