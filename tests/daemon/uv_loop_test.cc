@@ -486,6 +486,20 @@ TEST_CASE("promise.wait() blocks in uv_run(ONCE) without spinning") {
     CHECK(cpuUsedMs < 50);
   }
 
+  SUBCASE("poll() runs what is ready, including I/O, without blocking") {
+    int fds[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
+    auto a = kj.lowLevel().wrapSocketFd(fds[0], NEW_FD_FLAGS);
+    auto b = kj.lowLevel().wrapSocketFd(fds[1], NEW_FD_FLAGS);
+    kj::byte byte = 0;
+    auto read = b->read(&byte, 1);
+    CHECK_FALSE(read.poll(kj.waitScope()));
+    REQUIRE(::write(fds[0], "y", 1) == 1);
+    CHECK(read.poll(kj.waitScope()));  // the byte is already in the socket: no waiting needed
+    read.wait(kj.waitScope());
+    CHECK(byte == 'y');
+  }
+
   SUBCASE("on a cross-thread fulfiller") {
     auto paf = kj::newPromiseAndCrossThreadFulfiller<int>();
     double cpuBefore = cpuMs();
