@@ -172,7 +172,7 @@ def main(tests):
         print("usage: TEST SYNOD SYNODCTL [only-test-name]", file=sys.stderr)
         sys.exit(2)
     synod, synodctl = sys.argv[1], sys.argv[2]
-    only = sys.argv[3] if len(sys.argv) > 3 else None
+    only = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     failed = 0
     for name, fn in tests:
         if only and name != only:
