@@ -166,14 +166,7 @@ kj::Promise<void> LocalApi::acceptLoop() {
 }
 
 void LocalApi::serve(kj::Own<kj::AsyncIoStream> stream) {
-  PeerCredentials caller;
-  struct ucred credentials {};
-  uint length = sizeof(credentials);
-  stream->getsockopt(SOL_SOCKET, SO_PEERCRED, &credentials, &length);
-  caller.pid = credentials.pid;
-  caller.uid = credentials.uid;
-  caller.gid = credentials.gid;
-
+  PeerCredentials caller = peerCredentials(*stream);
   capnp::Capability::Client bootstrap = newSynodBootstrap(node_, caller);
   connections_.push_back(kj::heap<Connection>(kj::mv(stream), kj::mv(bootstrap)));
   auto it = std::prev(connections_.end());
