@@ -59,6 +59,10 @@ def single_member_config(workdir, name="n1", port=7191, extra=""):
     return path
 
 
+# Every daemon a test started; main() kills those still running when the test ends, pass or fail.
+_started = []
+
+
 class Daemon:
     """One synod process started with --config."""
 
@@ -75,6 +79,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [self.synod, "--config", self.config],
             stdout=self.log, stderr=self.log, env=self.env)
+        _started.append(self.proc)
         if wait:
             wait_until(lambda: self.serving() or self.exited(), 20, "the daemon to serve")
             check(not self.exited(), f"daemon exited at start:\n{self.read_log()}")
@@ -186,4 +191,10 @@ def main(tests):
         except Exception as e:  # noqa: BLE001 - report every failure the same way
             failed += 1
             print(f"FAIL {name}: {type(e).__name__}: {e}  (files kept in {workdir.path})")
+        finally:
+            for proc in _started:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            _started.clear()
     sys.exit(1 if failed else 0)
