@@ -213,17 +213,9 @@ void Node::submit(uint64_t sequence, Nanos now) {
 }
 
 uint64_t Node::sequenceOf(const std::string& command) const {
-  auto words =
-      kj::heapArray<capnp::word>((command.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word));
-  if (command.size() > 0) std::memcpy(words.begin(), command.data(), command.size());
-  try {
-    capnp::FlatArrayMessageReader reader(words);
-    auto id = reader.getRoot<records::Command>().getId();
-    if (id.getMember() != self_ || id.getIncarnation() != incarnation_) return 0;
-    return id.getSequence();
-  } catch (const kj::Exception&) {
-    return 0;
-  }
+  auto id = election::commandIdOf(command);
+  if (!id || id->member != self_ || id->incarnation != incarnation_) return 0;
+  return id->sequence;
 }
 
 void Node::onForward(MemberIndex from, std::vector<std::string> commands) {

@@ -182,6 +182,17 @@ std::string encodeCommand(capnp::MessageBuilder& message) {
   return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
 }
 
+std::optional<CommandId> commandIdOf(std::string_view encoded) {
+  auto words = alignedCopy(encoded);
+  try {
+    capnp::FlatArrayMessageReader message(words);
+    auto id = message.getRoot<records::Command>().getId();
+    return CommandId{id.getMember(), id.getIncarnation(), id.getSequence()};
+  } catch (const kj::Exception&) {
+    return std::nullopt;
+  }
+}
+
 // --- restore -------------------------------------------------------------------------------
 
 void StateMachine::restoreKey(std::string key, KeyRecord record) {

@@ -73,6 +73,9 @@ std::optional<std::string> validateRequest(records::Command::Reader command,
 // Encodes a command as the flat message stored in a Value.
 std::string encodeCommand(capnp::MessageBuilder& message);
 
+// The id of an encoded command, or nullopt if it does not decode.
+std::optional<CommandId> commandIdOf(std::string_view encoded);
+
 class StateMachine {
  public:
   // --- Restoring from storage at start-up (before any apply) ---
