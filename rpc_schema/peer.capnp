@@ -1,6 +1,11 @@
 @0xbed48331844ae1d5;
-# Messages between members. Filled in by the multi-member group work; every message carries a
-# protocol version and an unknown version is refused, never guessed.
+# Messages between members, in Cap'n Proto's standard stream framing over TCP (daemon/
+# peer_transport.h). On every connection each side first sends one Hello, then Envelopes.
+#
+# Compatibility: fields are only ever added. A change the other side could misread bumps
+# protocolVersion; a member refuses a Hello or Envelope with a version it does not speak, never
+# guesses. The election/messages.h structs are the meaning of each message; the daemon's codec
+# (daemon/peer_codec.h) is the only translation between the two.
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("synod::peer");
@@ -9,9 +14,132 @@ using Records = import "records.capnp";
 
 const protocolVersion :UInt32 = 1;
 
+# The handshake: the first frame each side sends on a connection. A connection is used only once
+# both Hellos were accepted: same protocol version, cluster id and settings hash, and a sender
+# that is a member of the configured group other than the receiver (name and index agree with
+# the receiver's sorted peer list).
 struct Hello {
   protocolVersion @0 :UInt32;
   clusterId @1 :Text;
-  member @2 :Text;
+  member @2 :Text;          # the sender's name in `peers`
   settingsHash @3 :UInt64;  # hash of what must agree: cluster id, sorted peers, timing
+  memberIndex @4 :UInt32;   # the sender's position in the sorted peer list
+}
+
+# One acceptor vote, as in election::LogEntry. `commands` is the slot's value: encoded
+# records.capnp Commands, opaque here; an empty list is a no-op.
+struct LogEntry {
+  slot @0 :UInt64;
+  ballot @1 :Records.Ballot;
+  commands @2 :List(Data);
+}
+
+struct PreVoteRequest {
+  round @0 :UInt64;
+  decidedSlot @1 :UInt64;
+}
+
+struct PreVoteReply {
+  round @0 :UInt64;
+  granted @1 :Bool;
+  decidedSlot @2 :UInt64;
+}
+
+struct Prepare {
+  ballot @0 :Records.Ballot;
+  fromSlot @1 :UInt64;
+}
+
+struct Promise {
+  ballot @0 :Records.Ballot;
+  fromSlot @1 :UInt64;
+  accepted @2 :List(LogEntry);  # ascending, every slot >= fromSlot
+  logStart @3 :UInt64;
+  decidedSlot @4 :UInt64;
+}
+
+struct Accept {
+  ballot @0 :Records.Ballot;
+  slot @1 :UInt64;
+  commands @2 :List(Data);
+  decidedSlot @3 :UInt64;
+}
+
+struct Accepted {
+  ballot @0 :Records.Ballot;
+  slot @1 :UInt64;
+}
+
+struct Rejected {
+  promised @0 :Records.Ballot;
+}
+
+struct Heartbeat {
+  ballot @0 :Records.Ballot;
+  sequence @1 :UInt64;
+  decidedSlot @2 :UInt64;
+}
+
+struct HeartbeatAck {
+  ballot @0 :Records.Ballot;
+  sequence @1 :UInt64;
+  decidedSlot @2 :UInt64;
+}
+
+struct FetchRequest {
+  fromSlot @0 :UInt64;
+}
+
+struct FetchReply {
+  fromSlot @0 :UInt64;
+  entries @1 :List(LogEntry);  # ascending and contiguous from fromSlot
+  logStart @2 :UInt64;
+  decidedSlot @3 :UInt64;
+}
+
+struct ReadIndexRequest {
+  requestId @0 :UInt64;
+}
+
+struct ReadIndexReply {
+  requestId @0 :UInt64;
+  ok @1 :Bool;
+  readIndex @2 :UInt64;
+}
+
+# Daemon level: a follower hands commands from its local apps to the member it believes leads.
+struct Forward {
+  commands @0 :List(Data);  # encoded records.capnp Commands, at least one
+}
+
+# The receiver of a Forward does not lead: the commands come back untouched, with the member the
+# receiver believes leads, if it knows one.
+struct ForwardRefused {
+  commands @0 :List(Data);
+  leaderHint :union {
+    none @1 :Void;
+    member @2 :UInt32;  # index in the sorted peer list
+  }
+}
+
+# Every frame after the Hello.
+struct Envelope {
+  version @0 :UInt32;  # protocolVersion of the sender
+  union {
+    preVoteRequest @1 :PreVoteRequest;
+    preVoteReply @2 :PreVoteReply;
+    prepare @3 :Prepare;
+    promise @4 :Promise;
+    accept @5 :Accept;
+    accepted @6 :Accepted;
+    rejected @7 :Rejected;
+    heartbeat @8 :Heartbeat;
+    heartbeatAck @9 :HeartbeatAck;
+    fetchRequest @10 :FetchRequest;
+    fetchReply @11 :FetchReply;
+    readIndexRequest @12 :ReadIndexRequest;
+    readIndexReply @13 :ReadIndexReply;
+    forward @14 :Forward;
+    forwardRefused @15 :ForwardRefused;
+  }
 }
