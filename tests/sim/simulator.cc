@@ -1,0 +1,1250 @@
+#include "tests/sim/simulator.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <iomanip>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <queue>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "election/prng.h"
+#include "election/replica.h"
+#include "storage/memory_store.h"
+#include "tests/sim/linearizability.h"
+
+namespace synod::sim {
+
+using election::Ballot;
+using election::LogEntry;
+using election::MemberIndex;
+using election::Nanos;
+using election::PeerMessage;
+using election::Prng;
+using election::Ready;
+using election::Replica;
+using election::Role;
+using election::RuleBreaker;
+using election::Slot;
+using election::Value;
+
+namespace {
+
+constexpr Nanos MS = election::NANOS_PER_MS;
+constexpr size_t MAX_KEYS = 4;
+constexpr uint64_t UNKNOWN = RegisterOp::UNKNOWN;
+
+// ---------------------------------------------------------------------------------------------
+// The simulator's own command: a put of a unique value id to one of a few keys, tagged with the
+// client and its sequence number (the de-duplication key).
+
+struct SimCommand {
+  uint32_t client = 0;
+  uint64_t sequence = 0;
+  uint8_t key = 0;
+  uint64_t value = 0;
+};
+
+constexpr size_t COMMAND_BYTES = 4 + 8 + 1 + 8;
+
+std::string encodeCommand(const SimCommand& c) {
+  std::string out(COMMAND_BYTES, '\0');
+  std::memcpy(&out[0], &c.client, 4);
+  std::memcpy(&out[4], &c.sequence, 8);
+  std::memcpy(&out[12], &c.key, 1);
+  std::memcpy(&out[13], &c.value, 8);
+  return out;
+}
+
+std::optional<SimCommand> decodeCommand(const std::string& bytes) {
+  if (bytes.size() != COMMAND_BYTES) return std::nullopt;
+  SimCommand c;
+  std::memcpy(&c.client, &bytes[0], 4);
+  std::memcpy(&c.sequence, &bytes[4], 8);
+  std::memcpy(&c.key, &bytes[12], 1);
+  std::memcpy(&c.value, &bytes[13], 8);
+  return c;
+}
+
+uint64_t valueId(uint32_t client, uint64_t sequence) {
+  return (uint64_t{client} + 1) << 40 | sequence;
+}
+
+uint64_t hashValue(const Value& value) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const std::string& command : value.commands) {
+    for (char ch : command)
+      h = (h ^ static_cast<uint8_t>(ch)) * 1099511628211ULL;
+    h = (h ^ 0xff) * 1099511628211ULL;
+  }
+  return h | 1;  // 0 means "not decided yet"
+}
+
+// The replicated register map with de-duplication by (client, sequence).
+struct KvState {
+  std::array<uint64_t, MAX_KEYS> values{};
+  std::vector<uint64_t> lastSequence;  // per client
+};
+
+// ---------------------------------------------------------------------------------------------
+
+struct Params {
+  Nanos heartbeat, electionTimeout, lease;
+  double drift;
+  uint32_t window, batchCommands;
+  Slot retainedSlots;
+  Nanos netMin, netMax, diskMin, diskMax, tickMin, tickMax;
+  uint32_t clients, keys;
+  Nanos thinkMax, attemptTimeout, readTimeout;
+  Nanos chaosMin, chaosMax, faultGapMin, faultGapMax;
+  Nanos livenessBound;
+};
+
+enum class EventKind : uint8_t {
+  DELIVER,
+  TICK,
+  PERSIST_DONE,
+  CLIENT,
+  FAULT,
+  RESTART,
+  PARTITION_END,
+  FLAP,
+  CALM_START,
+  CALM_CHECK,
+  CHAOS_START,
+};
+
+const char* eventName(EventKind kind) {
+  switch (kind) {
+    case EventKind::DELIVER:
+      return "deliver";
+    case EventKind::TICK:
+      return "tick";
+    case EventKind::PERSIST_DONE:
+      return "persisted";
+    case EventKind::CLIENT:
+      return "client";
+    case EventKind::FAULT:
+      return "fault";
+    case EventKind::RESTART:
+      return "restart";
+    case EventKind::PARTITION_END:
+      return "partition-end";
+    case EventKind::FLAP:
+      return "flap";
+    case EventKind::CALM_START:
+      return "calm-start";
+    case EventKind::CALM_CHECK:
+      return "calm-check";
+    case EventKind::CHAOS_START:
+      return "chaos-start";
+  }
+  return "?";
+}
+
+struct Event {
+  Nanos at = 0;
+  uint64_t order = 0;
+  EventKind kind = EventKind::TICK;
+  uint32_t node = 0;
+  uint32_t from = 0;
+  uint64_t tag = 0;
+  uint32_t payload = 0;
+};
+
+struct Later {
+  bool operator()(const Event& a, const Event& b) const {
+    return a.at != b.at ? a.at > b.at : a.order > b.order;
+  }
+};
+
+struct Node {
+  bool up = false;
+  Nanos pausedUntil = 0;  // a stopped process (GC, SIGSTOP, VM stall): input waits until then
+  uint64_t life = 0;      // bumped at every crash: events of an earlier life are void
+  std::unique_ptr<Prng> prng;
+  std::unique_ptr<Replica> core;
+  storage::MemoryStore store;
+  KvState kv, durableKv;
+  Slot applied = 0;
+  Ballot maxDurablePromised, previousDurablePromised;
+  double rate = 1;
+  Nanos baseTrue = 0, baseLocal = 0;
+  bool persisting = false;
+  Ready inFlight;
+  std::unordered_map<election::ReadId, uint32_t> readWaiters;
+};
+
+struct Client {
+  enum State { IDLE, WAITING, BACKOFF };
+  State state = IDLE;
+  uint64_t sequence = 0;  // of the current or last write
+  size_t op = 0;          // history index of the current op
+  bool write = false;
+  uint8_t key = 0;
+  std::string encoded;
+  uint32_t node = 0;
+  uint64_t attempt = 0;
+  election::ReadId readId = 0;
+};
+
+struct OpRecord {
+  uint32_t client = 0;
+  uint8_t key = 0;
+  bool write = false;
+  uint64_t value = 0;
+  uint64_t invoke = 0;
+  uint64_t response = UNKNOWN;
+};
+
+struct Partition {
+  uint64_t id = 0;
+  std::vector<uint32_t> cut;  // per sender: bitmask of receivers it cannot reach
+  bool active = true;
+  bool flapping = false;
+};
+
+struct Trace {
+  uint64_t step = 0;
+  Nanos at = 0;
+  EventKind kind = EventKind::TICK;
+  uint32_t node = 0;
+  uint32_t from = 0;
+  std::string what;
+};
+
+struct Stats {
+  uint64_t leaderships = 0, slots = 0, writesAcked = 0, readsOk = 0, leaseReads = 0, indexReads = 0,
+           followerReads = 0, crashes = 0, partitions = 0, messages = 0, dropped = 0,
+           duplicated = 0, calmPeriods = 0, pauses = 0, snapshotNeeded = 0, readsFailed = 0,
+           commits = 0;
+  Nanos worstCalmNs = 0;
+};
+
+class Violation : public std::runtime_error {
+ public:
+  Violation(std::string invariant, const std::string& detail)
+      : std::runtime_error(detail), invariant(std::move(invariant)) {}
+  std::string invariant;
+};
+
+RuleBreaker coreBreaker(const std::string& name) {
+  if (name == "acceptor-ignores-promise") return RuleBreaker::ACCEPTOR_IGNORES_PROMISE;
+  if (name == "leader-picks-any-value") return RuleBreaker::LEADER_PICKS_ANY_VALUE;
+  if (name == "lease-not-shortened") return RuleBreaker::LEASE_NOT_SHORTENED;
+  if (name == "lease-read-ignores-promised-slots") {
+    return RuleBreaker::LEASE_READ_IGNORES_PROMISED_SLOTS;
+  }
+  if (name == "heartbeat-decides-other-ballot") return RuleBreaker::HEARTBEAT_DECIDES_OTHER_BALLOT;
+  return RuleBreaker::NONE;
+}
+
+std::string ballotText(const Ballot& b) {
+  return "(" + std::to_string(b.round) + "," + std::to_string(b.member) + ")";
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class Simulator {
+ public:
+  Simulator(const RunOptions& options, std::ostream& out)
+      : options_(options), out_(out), prng_(options.seed) {
+    if (options.nodes < 1 || options.nodes > 7) {
+      throw std::invalid_argument("--nodes must be between 1 and 7");
+    }
+    if (!options.breaker.empty() && options.breaker != "crash-drops-synced-promise" &&
+        coreBreaker(options.breaker) == RuleBreaker::NONE) {
+      throw std::invalid_argument("unknown rule breaker '" + options.breaker + "'");
+    }
+    dropsSyncedPromise_ = options.breaker == "crash-drops-synced-promise";
+    chooseParams();
+    trace_.resize(std::max<uint32_t>(1, options.traceSteps));
+  }
+
+  RunResult run();
+
+ private:
+  // Setup.
+  void chooseParams();
+  election::Options coreOptions(uint32_t node) const;
+  void startNode(uint32_t index, bool fresh);
+
+  // Events.
+  void schedule(Nanos at, EventKind kind, uint32_t node = 0, uint64_t tag = 0, uint32_t from = 0,
+                uint32_t payload = 0);
+  void handle(const Event& event);
+  void deliver(const Event& event);
+  void persisted(uint32_t index);
+  void crash(uint32_t index);
+  void restart(uint32_t index);
+  void fault();
+  void startPartition();
+  void recomputeCuts();
+  void calmStart();
+  void calmCheck();
+
+  // Shell.
+  void drive(uint32_t index);
+  void send(uint32_t from, const election::OutgoingMessage& message);
+  void applyEntry(uint32_t index, const LogEntry& entry);
+  void serveRead(uint32_t index, const election::ReadOutcome& outcome);
+  Nanos localNow(const Node& node) const {
+    return node.baseLocal +
+           static_cast<Nanos>(static_cast<double>(now_ - node.baseTrue) * node.rate);
+  }
+  void setRate(Node& node, double rate) {
+    node.baseLocal = localNow(node);
+    node.baseTrue = now_;
+    node.rate = rate;
+  }
+  double randomRate() {
+    const double d = params_.drift;
+    if (prng_.chance(0.75)) return prng_.chance(0.5) ? 1 + d : 1 - d;
+    return 1 - d + 2 * d * prng_.unit();
+  }
+
+  // Clients.
+  void clientEvent(uint32_t client, uint64_t tag);
+  void startOp(uint32_t client);
+  void attempt(uint32_t client);
+  void retry(uint32_t client, std::optional<uint32_t> node, Nanos delay);
+  void completeOp(uint32_t client, uint64_t value);
+
+  // Checks.
+  void checkAfterStep();
+  void checkHistory();
+  void printLeaseChanges();
+  void fail(const std::string& invariant, const std::string& detail) {
+    throw Violation(invariant, detail);
+  }
+  void record(EventKind kind, uint32_t node, uint32_t from, std::string what);
+  void printTrace(const std::string& invariant, const std::string& detail);
+  void printSummary(double wallSeconds);
+
+  uint64_t logicalNow(bool response) const { return 2 * step_ + (response ? 1 : 0); }
+
+  RunOptions options_;
+  std::ostream& out_;
+  Prng prng_;
+  Params params_{};
+  bool dropsSyncedPromise_ = false;
+
+  Nanos now_ = 0;
+  uint64_t step_ = 0;
+  uint64_t order_ = 0;
+  std::priority_queue<Event, std::vector<Event>, Later> events_;
+  std::vector<PeerMessage> pool_;
+  std::vector<uint32_t> freePool_;
+
+  std::vector<Node> nodes_;
+  std::vector<Client> clients_;
+  std::vector<OpRecord> history_;
+  election::ReadId nextReadId_ = 1;
+
+  // Network.
+  double loss_ = 0, duplicate_ = 0, spike_ = 0;
+  std::vector<Partition> partitions_;
+  std::vector<uint32_t> cut_;
+  uint64_t nextPartitionId_ = 1;
+
+  // Phases.
+  bool calm_ = false;
+  uint64_t phase_ = 0;
+  Nanos calmSince_ = 0;
+  size_t opsBeforeCalm_ = 0;
+
+  // Checker state.
+  std::vector<uint64_t> decidedHash_;                // by slot; 0 = not decided yet
+  std::unordered_map<uint64_t, uint64_t> effectAt_;  // value id -> position (slot << 16 | i)
+  std::unordered_map<uint64_t, size_t> writeOpOf_;   // value id -> history index
+  std::array<std::vector<std::pair<uint64_t, uint64_t>>, MAX_KEYS> acked_;  // (time, max pos)
+
+  std::vector<Trace> trace_;
+  std::vector<bool> leaseHeld_;  // --verbose
+  Stats stats_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+void Simulator::chooseParams() {
+  Params& p = params_;
+  p.heartbeat = static_cast<Nanos>(prng_.uniform(5, 31)) * MS;
+  p.lease = p.heartbeat * static_cast<Nanos>(prng_.uniform(2, 13));
+  p.electionTimeout = p.heartbeat * static_cast<Nanos>(prng_.uniform(3, 13));
+  // Real bounds are far smaller; a large one magnifies what the lease arithmetic must absorb.
+  p.drift = prng_.chance(0.2) ? 0.0 : 0.001 + prng_.unit() * (prng_.chance(0.5) ? 0.05 : 0.2);
+  p.window = static_cast<uint32_t>(prng_.chance(0.3) ? prng_.uniform(1, 4) : prng_.uniform(4, 33));
+  p.batchCommands = static_cast<uint32_t>(prng_.uniform(1, 65));
+  p.retainedSlots = prng_.uniform(20000, 100000);
+  p.netMin = static_cast<Nanos>(prng_.uniform(50, 1000)) * 1000;
+  p.netMax = p.netMin + static_cast<Nanos>(prng_.uniform(100, 5000)) * 1000;
+  p.diskMin = static_cast<Nanos>(prng_.uniform(20, 1000)) * 1000;
+  p.diskMax = p.diskMin + static_cast<Nanos>(prng_.uniform(100, 5000)) * 1000;
+  p.tickMin = p.heartbeat / 4;
+  p.tickMax = p.heartbeat / 2;
+  p.clients = static_cast<uint32_t>(prng_.uniform(2, 13));
+  p.keys = static_cast<uint32_t>(prng_.uniform(1, MAX_KEYS + 1));
+  p.thinkMax = static_cast<Nanos>(prng_.uniform(1, 20)) * MS;
+  p.readTimeout = 2 * p.electionTimeout;
+  p.attemptTimeout = 3 * p.electionTimeout + 20 * MS;
+  p.chaosMin = 500 * MS;
+  p.chaosMax = 5000 * MS;
+  p.faultGapMin = 20 * MS;
+  p.faultGapMax = 300 * MS;
+  const Nanos restartWindow =
+      static_cast<Nanos>(std::ceil(static_cast<double>(p.lease) * (1 + p.drift)));
+  // Restart window, then several election rounds (split votes are possible), then a client's
+  // retry cycle. Generous, but bounded: a run that needs more is stuck.
+  p.livenessBound = restartWindow + 10 * 2 * p.electionTimeout + 2 * p.attemptTimeout + 500 * MS;
+}
+
+election::Options Simulator::coreOptions(uint32_t node) const {
+  election::Options o;
+  o.self = node;
+  o.memberCount = options_.nodes;
+  o.heartbeatIntervalNs = params_.heartbeat;
+  o.electionTimeoutNs = params_.electionTimeout;
+  o.leaderLeaseNs = params_.lease;
+  o.maxClockDrift = params_.drift;
+  o.pipelineWindow = params_.window;
+  o.maxBatchCommands = params_.batchCommands;
+  o.readTimeoutNs = params_.readTimeout;
+  o.retainedLogSlots = params_.retainedSlots;
+  o.maxFetchSlots = 256;
+  o.acceptAheadSlots = 4096;
+  o.ruleBreaker = coreBreaker(options_.breaker);
+  o.startTimeNs = localNow(nodes_[node]);
+  return o;
+}
+
+void Simulator::startNode(uint32_t index, bool fresh) {
+  Node& node = nodes_[index];
+  election::PersistedState state;
+  if (!fresh) node.store.restart();
+  state.promised = node.store.promised();
+  state.appliedSlot = node.store.appliedSlot();
+  node.store.forEachLogEntry(1, [&](LogEntry&& e) { state.log.push_back(std::move(e)); });
+  if (state.promised < node.maxDurablePromised) {
+    fail("promise-monotonic", "member " + std::to_string(index) + " restarted with promise " +
+                                  ballotText(state.promised) + " below the durable " +
+                                  ballotText(node.maxDurablePromised));
+  }
+  node.kv = node.durableKv;
+  node.applied = state.appliedSlot;
+  node.core = std::make_unique<Replica>(coreOptions(index), state, *node.prng);
+  node.up = true;
+  node.persisting = false;
+  node.readWaiters.clear();
+  schedule(now_ + static_cast<Nanos>(prng_.uniform(0, params_.tickMax)), EventKind::TICK, index,
+           node.life);
+  drive(index);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+void Simulator::schedule(Nanos at, EventKind kind, uint32_t node, uint64_t tag, uint32_t from,
+                         uint32_t payload) {
+  events_.push(Event{at, order_++, kind, node, from, tag, payload});
+}
+
+RunResult Simulator::run() {
+  const auto wallStart = std::chrono::steady_clock::now();
+  RunResult result;
+  nodes_.resize(options_.nodes);
+  cut_.assign(options_.nodes, 0);
+  for (uint32_t i = 0; i < options_.nodes; ++i) {
+    Node& node = nodes_[i];
+    node.prng = std::make_unique<Prng>(prng_.next());
+    node.rate = randomRate();
+    node.baseLocal = static_cast<Nanos>(prng_.uniform(0, 1000000)) * MS;
+    node.kv.lastSequence.assign(params_.clients, 0);
+    node.durableKv = node.kv;
+  }
+  clients_.resize(params_.clients);
+  try {
+    for (uint32_t i = 0; i < options_.nodes; ++i)
+      startNode(i, true);
+    for (uint32_t c = 0; c < params_.clients; ++c) {
+      schedule(static_cast<Nanos>(prng_.uniform(0, 50 * MS)), EventKind::CLIENT, c, 0);
+    }
+    schedule(0, EventKind::CHAOS_START);
+    while (step_ < options_.steps && !events_.empty()) {
+      Event event = events_.top();
+      events_.pop();
+      now_ = event.at;
+      ++step_;
+      handle(event);
+      checkAfterStep();
+    }
+    checkHistory();
+  } catch (const Violation& violation) {
+    result.violations = 1;
+    result.invariant = violation.invariant;
+    printTrace(violation.invariant, violation.what());
+  }
+  result.steps = step_;
+  result.wallSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wallStart).count();
+  if (!options_.quiet) printSummary(result.wallSeconds);
+  return result;
+}
+
+void Simulator::handle(const Event& event) {
+  const bool forNode = event.kind == EventKind::DELIVER || event.kind == EventKind::TICK ||
+                       event.kind == EventKind::PERSIST_DONE;
+  if (forNode && nodes_[event.node].pausedUntil > now_) {
+    // The process is stopped: the event waits, in order, until it runs again.
+    Event later = event;
+    later.at = nodes_[event.node].pausedUntil;
+    later.order = order_++;
+    events_.push(later);
+    return;
+  }
+  switch (event.kind) {
+    case EventKind::DELIVER:
+      deliver(event);
+      break;
+    case EventKind::TICK: {
+      Node& node = nodes_[event.node];
+      if (!node.up || node.life != event.tag) return;
+      record(event.kind, event.node, 0, "");
+      node.core->tick(localNow(node));
+      drive(event.node);
+      schedule(now_ + static_cast<Nanos>(prng_.uniform(params_.tickMin, params_.tickMax)),
+               EventKind::TICK, event.node, node.life);
+      break;
+    }
+    case EventKind::PERSIST_DONE: {
+      Node& node = nodes_[event.node];
+      if (!node.up || node.life != event.tag) return;
+      record(event.kind, event.node, 0, "");
+      persisted(event.node);
+      break;
+    }
+    case EventKind::CLIENT:
+      clientEvent(event.node, event.tag);
+      break;
+    case EventKind::FAULT:
+      if (calm_ || event.tag != phase_) return;
+      fault();
+      schedule(now_ + static_cast<Nanos>(prng_.uniform(params_.faultGapMin, params_.faultGapMax)),
+               EventKind::FAULT, 0, phase_);
+      break;
+    case EventKind::RESTART:
+      if (nodes_[event.node].up || nodes_[event.node].life != event.tag) return;
+      restart(event.node);
+      break;
+    case EventKind::PARTITION_END:
+      std::erase_if(partitions_, [&](const Partition& p) { return p.id == event.tag; });
+      record(event.kind, 0, 0, "partition " + std::to_string(event.tag));
+      recomputeCuts();
+      break;
+    case EventKind::FLAP:
+      for (Partition& p : partitions_) {
+        if (p.id != event.tag) continue;
+        p.active = !p.active;
+        record(event.kind, 0, 0, "partition " + std::to_string(p.id) + (p.active ? " on" : " off"));
+        recomputeCuts();
+        schedule(now_ + static_cast<Nanos>(prng_.uniform(params_.heartbeat, 4 * params_.heartbeat)),
+                 EventKind::FLAP, 0, p.id);
+      }
+      break;
+    case EventKind::CALM_START:
+      if (event.tag == phase_) calmStart();
+      break;
+    case EventKind::CALM_CHECK:
+      if (event.tag == phase_ && calm_) calmCheck();
+      break;
+    case EventKind::CHAOS_START:
+      if (event.tag != phase_) return;
+      calm_ = false;
+      ++phase_;
+      record(event.kind, 0, 0, "");
+      schedule(now_ + static_cast<Nanos>(prng_.uniform(params_.faultGapMin, params_.faultGapMax)),
+               EventKind::FAULT, 0, phase_);
+      schedule(now_ + static_cast<Nanos>(prng_.uniform(params_.chaosMin, params_.chaosMax)),
+               EventKind::CALM_START, 0, phase_);
+      break;
+  }
+}
+
+void Simulator::deliver(const Event& event) {
+  PeerMessage message = std::move(pool_[event.payload]);
+  freePool_.push_back(event.payload);
+  Node& node = nodes_[event.node];
+  const bool cut = cut_[event.from] & (1u << event.node);
+  record(event.kind, event.node, event.from,
+         std::string(election::messageName(message)) + (!node.up ? " (down)"
+                                                        : cut    ? " (cut)"
+                                                                 : ""));
+  if (!node.up || cut) {
+    ++stats_.dropped;
+    return;
+  }
+  node.core->step(event.from, message, localNow(node));
+  drive(event.node);
+}
+
+void Simulator::send(uint32_t from, const election::OutgoingMessage& message) {
+  ++stats_.messages;
+  if ((cut_[from] & (1u << message.to)) || prng_.chance(loss_)) {
+    ++stats_.dropped;
+    return;
+  }
+  const int copies = prng_.chance(duplicate_) ? 2 : 1;
+  if (copies == 2) ++stats_.duplicated;
+  for (int i = 0; i < copies; ++i) {
+    Nanos latency = static_cast<Nanos>(prng_.uniform(params_.netMin, params_.netMax));
+    if (prng_.chance(spike_)) latency *= static_cast<Nanos>(prng_.uniform(5, 50));
+    uint32_t slot;
+    if (freePool_.empty()) {
+      slot = static_cast<uint32_t>(pool_.size());
+      pool_.push_back(message.message);
+    } else {
+      slot = freePool_.back();
+      freePool_.pop_back();
+      pool_[slot] = message.message;
+    }
+    schedule(now_ + latency, EventKind::DELIVER, message.to, 0, from, slot);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shell: what the daemon does with a Ready, with a disk that takes time.
+
+void Simulator::drive(uint32_t index) {
+  Node& node = nodes_[index];
+  while (node.up && !node.persisting && node.core->hasReady()) {
+    Ready ready = node.core->ready();
+    for (const auto& m : ready.sendBeforePersist)
+      send(index, m);
+    for (const LogEntry& entry : ready.apply)
+      applyEntry(index, entry);
+    for (const auto& outcome : ready.reads)
+      serveRead(index, outcome);
+    for (const std::string& command : ready.droppedCommands) {
+      auto c = decodeCommand(command);
+      if (!c || c->client >= clients_.size()) continue;
+      Client& client = clients_[c->client];
+      if (client.state == Client::WAITING && client.write && client.node == index &&
+          client.sequence == c->sequence) {
+        retry(c->client, std::nullopt, 0);
+      }
+    }
+    if (ready.status && ready.status->role == Role::LEADER) ++stats_.leaderships;
+    if (ready.status && options_.verbose) {
+      out_ << "t=" << now_ / 1000 << "us member " << index << " "
+           << election::roleName(ready.status->role) << " " << ballotText(ready.status->ballot)
+           << "\n";
+    }
+    if (ready.snapshotNeeded) ++stats_.snapshotNeeded;
+    if (ready.needsPersist() || !ready.apply.empty()) {
+      node.persisting = true;
+      node.inFlight = std::move(ready);
+      schedule(now_ + static_cast<Nanos>(prng_.uniform(params_.diskMin, params_.diskMax)),
+               EventKind::PERSIST_DONE, index, node.life);
+      return;
+    }
+    for (const auto& m : ready.sendAfterPersist)
+      send(index, m);
+    node.core->advance(ready);
+  }
+}
+
+void Simulator::persisted(uint32_t index) {
+  Node& node = nodes_[index];
+  Ready& ready = node.inFlight;
+  storage::WriteBatch batch;
+  batch.promised = ready.promised;
+  batch.accepted = ready.accepted;
+  batch.dropLogThrough = ready.discardLogThrough;
+  if (!ready.apply.empty()) batch.applied = std::make_pair(ready.apply.back().slot, uint64_t{0});
+  if (batch.promised) {
+    if (*batch.promised < node.store.promised()) {
+      fail("promise-monotonic", "member " + std::to_string(index) + " persists promise " +
+                                    ballotText(*batch.promised) + " below its durable " +
+                                    ballotText(node.store.promised()));
+    }
+    if (*batch.promised != node.store.promised()) {
+      node.previousDurablePromised = node.store.promised();
+    }
+  }
+  node.store.commit(batch);
+  ++stats_.commits;
+  if (batch.promised) node.maxDurablePromised = std::max(node.maxDurablePromised, *batch.promised);
+  // No other Ready was handled while this one was on disk, so the view is the state after it.
+  if (!ready.apply.empty()) node.durableKv = node.kv;
+  for (const auto& m : ready.sendAfterPersist)
+    send(index, m);
+  node.core->advance(ready);
+  node.persisting = false;
+  node.inFlight = Ready{};
+  drive(index);
+}
+
+void Simulator::applyEntry(uint32_t index, const LogEntry& entry) {
+  Node& node = nodes_[index];
+  if (entry.slot != node.applied + 1) {
+    fail("applied-prefix", "member " + std::to_string(index) + " applies slot " +
+                               std::to_string(entry.slot) + " after " +
+                               std::to_string(node.applied));
+  }
+  node.applied = entry.slot;
+  const uint64_t hash = hashValue(entry.value);
+  if (decidedHash_.size() <= entry.slot) decidedHash_.resize(entry.slot * 2 + 16, 0);
+  uint64_t& decided = decidedHash_[entry.slot];
+  const bool first = decided == 0;
+  if (first) {
+    decided = hash;
+    ++stats_.slots;
+  } else if (decided != hash) {
+    fail("agreement", "member " + std::to_string(index) + " decided a different value for slot " +
+                          std::to_string(entry.slot) + " (" +
+                          std::to_string(entry.value.commands.size()) + " commands)");
+  }
+  for (size_t i = 0; i < entry.value.commands.size(); ++i) {
+    auto command = decodeCommand(entry.value.commands[i]);
+    auto op = command ? writeOpOf_.find(command->value) : writeOpOf_.end();
+    if (!command || command->client >= clients_.size() || op == writeOpOf_.end() ||
+        command->value != valueId(command->client, command->sequence) ||
+        history_[op->second].key != command->key || command->key >= params_.keys) {
+      fail("validity", "slot " + std::to_string(entry.slot) + " holds a command no client issued");
+    }
+    uint64_t& last = node.kv.lastSequence[command->client];
+    if (command->sequence > last) {
+      last = command->sequence;
+      node.kv.values[command->key] = command->value;
+      const uint64_t position = entry.slot << 16 | i;
+      auto [it, inserted] = effectAt_.emplace(command->value, position);
+      if (!inserted && it->second != position) {
+        fail("exactly-once", "command of client " + std::to_string(command->client) + " seq " +
+                                 std::to_string(command->sequence) + " took effect in slot " +
+                                 std::to_string(it->second >> 16) + " and again in slot " +
+                                 std::to_string(entry.slot) + " at member " +
+                                 std::to_string(index));
+      }
+    }
+    Client& client = clients_[command->client];
+    if (client.state == Client::WAITING && client.write && client.node == index &&
+        client.sequence == command->sequence) {
+      completeOp(command->client, command->value);
+    }
+  }
+}
+
+void Simulator::serveRead(uint32_t index, const election::ReadOutcome& outcome) {
+  Node& node = nodes_[index];
+  auto it = node.readWaiters.find(outcome.id);
+  if (it == node.readWaiters.end()) return;
+  const uint32_t c = it->second;
+  node.readWaiters.erase(it);
+  Client& client = clients_[c];
+  if (client.state != Client::WAITING || client.write || client.readId != outcome.id) return;
+  if (!outcome.ok) {
+    ++stats_.readsFailed;
+    retry(c, outcome.leaderHint, static_cast<Nanos>(prng_.uniform(MS / 10, params_.heartbeat)));
+    return;
+  }
+  if (outcome.readIndex > node.applied) {
+    fail("read-linearizable", "member " + std::to_string(index) + " served a read at index " +
+                                  std::to_string(outcome.readIndex) + " having applied only " +
+                                  std::to_string(node.applied));
+  }
+  ++stats_.readsOk;
+  completeOp(c, node.kv.values[client.key]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+
+void Simulator::crash(uint32_t index) {
+  Node& node = nodes_[index];
+  record(EventKind::FAULT, index, 0, "crash");
+  ++stats_.crashes;
+  node.up = false;
+  node.pausedUntil = 0;
+  ++node.life;
+  node.core.reset();
+  node.persisting = false;  // the write on its way to disk is lost
+  node.inFlight = Ready{};
+  if (dropsSyncedPromise_ && node.store.promised() != node.previousDurablePromised) {
+    storage::WriteBatch lost;
+    lost.promised = node.previousDurablePromised;
+    node.store.commit(lost);
+  }
+  for (uint32_t c = 0; c < clients_.size(); ++c) {
+    if (clients_[c].state == Client::WAITING && clients_[c].node == index) {
+      retry(c, std::nullopt, static_cast<Nanos>(prng_.uniform(MS, 2 * params_.heartbeat)));
+    }
+  }
+  node.readWaiters.clear();
+}
+
+void Simulator::restart(uint32_t index) {
+  record(EventKind::RESTART, index, 0, "");
+  startNode(index, false);
+}
+
+void Simulator::fault() {
+  const uint32_t n = options_.nodes;
+  const double pick = prng_.unit();
+  if (pick < 0.04) {
+    // The worst case the lease arithmetic must absorb: the leader's clock at the slow end of the
+    // drift bound, everyone else's at the fast end, and then the leader stops.
+    for (uint32_t i = 0; i < n; ++i) {
+      if (!nodes_[i].up || nodes_[i].core->role() != Role::LEADER) continue;
+      for (uint32_t j = 0; j < n; ++j)
+        setRate(nodes_[j], j == i ? 1 - params_.drift : 1 + params_.drift);
+      const uint64_t lease = static_cast<uint64_t>(params_.lease);
+      nodes_[i].pausedUntil = now_ + static_cast<Nanos>(prng_.uniform(lease, 3 * lease));
+      ++stats_.pauses;
+      record(EventKind::FAULT, i, 0, "slow leader clock, fast followers, leader paused");
+      return;
+    }
+  } else if (pick < 0.12) {
+    // Stop a process for a while, often the leader: it wakes up believing what it believed.
+    uint32_t index = static_cast<uint32_t>(prng_.uniform(0, n));
+    const bool pickLeader = prng_.chance(0.7);
+    for (uint32_t i = 0; i < n && pickLeader; ++i) {
+      if (nodes_[i].up && nodes_[i].core->role() == Role::LEADER) index = i;
+    }
+    if (!nodes_[index].up || nodes_[index].pausedUntil > now_) return;
+    const uint64_t e = static_cast<uint64_t>(params_.electionTimeout);
+    nodes_[index].pausedUntil =
+        now_ +
+        static_cast<Nanos>(prng_.chance(0.5) ? prng_.uniform(e / 4, e) : prng_.uniform(e, 4 * e));
+    ++stats_.pauses;
+    record(EventKind::FAULT, index, 0,
+           "pause for " + std::to_string((nodes_[index].pausedUntil - now_) / MS) + "ms");
+  } else if (pick < 0.25) {
+    const uint32_t index = static_cast<uint32_t>(prng_.uniform(0, n));
+    if (!nodes_[index].up) return;
+    crash(index);
+    const Nanos downtime = prng_.chance(0.2)
+                               ? static_cast<Nanos>(prng_.uniform(0, 5 * MS))
+                               : static_cast<Nanos>(prng_.uniform(
+                                     0, 3 * static_cast<uint64_t>(params_.electionTimeout)));
+    schedule(now_ + downtime, EventKind::RESTART, index, nodes_[index].life);
+  } else if (pick < 0.5) {
+    startPartition();
+  } else if (pick < 0.65) {
+    static constexpr double LOSS[] = {0, 0, 0.01, 0.05, 0.2, 0.5};
+    static constexpr double DUP[] = {0, 0, 0.02, 0.1};
+    static constexpr double SPIKE[] = {0, 0, 0.05, 0.2};
+    loss_ = LOSS[prng_.uniform(0, 6)];
+    duplicate_ = DUP[prng_.uniform(0, 4)];
+    spike_ = SPIKE[prng_.uniform(0, 4)];
+    std::ostringstream what;
+    what << "network loss=" << loss_ << " dup=" << duplicate_ << " spikes=" << spike_;
+    record(EventKind::FAULT, 0, 0, what.str());
+  } else if (pick < 0.85) {
+    const uint32_t index = static_cast<uint32_t>(prng_.uniform(0, n));
+    setRate(nodes_[index], randomRate());
+    std::ostringstream what;
+    what << "clock rate " << nodes_[index].rate;
+    record(EventKind::FAULT, index, 0, what.str());
+  } else if (pick < 0.92) {
+    partitions_.clear();
+    recomputeCuts();
+    record(EventKind::FAULT, 0, 0, "heal all partitions");
+  } else {
+    // Let some crashed member come back early.
+    for (uint32_t i = 0; i < n; ++i) {
+      if (!nodes_[i].up) {
+        restart(i);
+        break;
+      }
+    }
+  }
+}
+
+void Simulator::startPartition() {
+  const uint32_t n = options_.nodes;
+  if (n == 1) return;
+  Partition p;
+  p.id = nextPartitionId_++;
+  p.cut.assign(n, 0);
+  const uint32_t all = (1u << n) - 1;
+  const uint32_t x = static_cast<uint32_t>(prng_.uniform(0, n));
+  std::string what;
+  switch (prng_.uniform(0, 5)) {
+    case 0:  // one member cut off both ways
+      for (uint32_t i = 0; i < n; ++i)
+        p.cut[i] = i == x ? all : (1u << x);
+      what = "isolate " + std::to_string(x);
+      break;
+    case 1:  // one member can send but not receive
+      for (uint32_t i = 0; i < n; ++i)
+        p.cut[i] = i == x ? 0 : (1u << x);
+      what = "deafen " + std::to_string(x);
+      break;
+    case 2:  // one member can receive but not send
+      p.cut[x] = all;
+      what = "mute " + std::to_string(x);
+      break;
+    case 3: {  // one directed link
+      uint32_t y = static_cast<uint32_t>(prng_.uniform(0, n));
+      if (y == x) y = (y + 1) % n;
+      p.cut[x] = 1u << y;
+      what = "link " + std::to_string(x) + "->" + std::to_string(y);
+      break;
+    }
+    default: {  // two sides: a minority and a majority
+      uint32_t side = 0;
+      const uint32_t size = static_cast<uint32_t>(prng_.uniform(1, (n + 1) / 2 + 1));
+      while (static_cast<uint32_t>(std::popcount(side)) < std::min(size, n - 1)) {
+        side |= 1u << prng_.uniform(0, n);
+      }
+      for (uint32_t i = 0; i < n; ++i)
+        p.cut[i] = (side & (1u << i)) ? (all & ~side) : side;
+      what = "split side " + std::to_string(side);
+      break;
+    }
+  }
+  p.flapping = prng_.chance(0.25);
+  ++stats_.partitions;
+  record(EventKind::FAULT, 0, 0,
+         "partition " + std::to_string(p.id) + ": " + what + (p.flapping ? " (flapping)" : ""));
+  if (p.flapping) {
+    schedule(now_ + static_cast<Nanos>(prng_.uniform(params_.heartbeat, 4 * params_.heartbeat)),
+             EventKind::FLAP, 0, p.id);
+  }
+  schedule(now_ + static_cast<Nanos>(prng_.uniform(100 * MS, 3000 * MS)), EventKind::PARTITION_END,
+           0, p.id);
+  partitions_.push_back(std::move(p));
+  recomputeCuts();
+}
+
+void Simulator::recomputeCuts() {
+  std::fill(cut_.begin(), cut_.end(), 0);
+  for (const Partition& p : partitions_) {
+    if (!p.active) continue;
+    for (uint32_t i = 0; i < cut_.size(); ++i)
+      cut_[i] |= p.cut[i];
+  }
+}
+
+// Faults stop; within the liveness bound a leader must exist and every operation submitted
+// before the calm must have completed.
+void Simulator::calmStart() {
+  calm_ = true;
+  calmSince_ = now_;
+  ++stats_.calmPeriods;
+  record(EventKind::CALM_START, 0, 0, "");
+  partitions_.clear();
+  recomputeCuts();
+  loss_ = duplicate_ = spike_ = 0;
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    nodes_[i].pausedUntil = 0;
+    if (!nodes_[i].up) restart(i);
+  }
+  opsBeforeCalm_ = history_.size();
+  schedule(now_ + 50 * MS, EventKind::CALM_CHECK, 0, phase_);
+}
+
+void Simulator::calmCheck() {
+  std::optional<uint32_t> leader;
+  uint32_t leaders = 0;
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i].core->role() == Role::LEADER) {
+      leader = i;
+      ++leaders;
+    }
+  }
+  bool settled = leaders == 1;
+  for (uint32_t i = 0; settled && i < nodes_.size(); ++i) {
+    settled = nodes_[i].core->knownLeader() == leader;
+  }
+  size_t pendingOp = history_.size();
+  for (const Client& c : clients_) {
+    if (c.state != Client::IDLE && c.op < opsBeforeCalm_) pendingOp = std::min(pendingOp, c.op);
+  }
+  settled = settled && pendingOp == history_.size();
+  if (settled) {
+    stats_.worstCalmNs = std::max(stats_.worstCalmNs, now_ - calmSince_);
+    schedule(now_ + static_cast<Nanos>(prng_.uniform(0, 500 * MS)), EventKind::CHAOS_START, 0,
+             phase_);
+    return;
+  }
+  if (now_ - calmSince_ > params_.livenessBound) {
+    std::string detail = "no progress " + std::to_string(params_.livenessBound / MS) +
+                         " ms after faults stopped: leaders=" + std::to_string(leaders);
+    for (uint32_t i = 0; i < nodes_.size(); ++i) {
+      const Replica& core = *nodes_[i].core;
+      detail += "; member " + std::to_string(i) + " " + election::roleName(core.role()) + " " +
+                ballotText(core.ballot()) + " decided=" + std::to_string(core.decidedSlot());
+    }
+    if (pendingOp < history_.size()) {
+      detail += "; operation " + std::to_string(pendingOp) + " of client " +
+                std::to_string(history_[pendingOp].client) + " still pending";
+    }
+    fail("liveness", detail);
+  }
+  schedule(now_ + 50 * MS, EventKind::CALM_CHECK, 0, phase_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients: one operation at a time each, retried (same command id) until it completes.
+
+void Simulator::clientEvent(uint32_t c, uint64_t tag) {
+  Client& client = clients_[c];
+  if (tag != client.attempt) return;
+  switch (client.state) {
+    case Client::IDLE:
+      startOp(c);
+      break;
+    case Client::BACKOFF:
+      attempt(c);
+      break;
+    case Client::WAITING:  // the attempt timed out; its outcome is unknown
+      record(EventKind::CLIENT, client.node, 0, "client " + std::to_string(c) + " timeout");
+      retry(c, std::nullopt, 0);
+      break;
+  }
+}
+
+void Simulator::startOp(uint32_t c) {
+  Client& client = clients_[c];
+  OpRecord op;
+  op.client = c;
+  op.key = static_cast<uint8_t>(prng_.uniform(0, params_.keys));
+  op.write = prng_.chance(0.5);
+  op.invoke = logicalNow(false);
+  client.write = op.write;
+  client.key = op.key;
+  if (op.write) {
+    ++client.sequence;
+    op.value = valueId(c, client.sequence);
+    client.encoded = encodeCommand(SimCommand{c, client.sequence, op.key, op.value});
+    writeOpOf_[op.value] = history_.size();
+  }
+  client.op = history_.size();
+  history_.push_back(op);
+  client.node = static_cast<uint32_t>(prng_.uniform(0, options_.nodes));
+  attempt(c);
+}
+
+void Simulator::attempt(uint32_t c) {
+  Client& client = clients_[c];
+  ++client.attempt;
+  Node& node = nodes_[client.node];
+  record(EventKind::CLIENT, client.node, 0,
+         "client " + std::to_string(c) + (client.write ? " write" : " read"));
+  if (!node.up) {
+    retry(c, std::nullopt, static_cast<Nanos>(prng_.uniform(MS, 2 * params_.heartbeat)));
+    return;
+  }
+  if (node.pausedUntil > now_) {  // the request sits in the stopped process's socket
+    client.state = Client::BACKOFF;
+    schedule(node.pausedUntil, EventKind::CLIENT, c, client.attempt);
+    return;
+  }
+  const Nanos local = localNow(node);
+  if (client.write) {
+    auto result = node.core->propose(client.encoded, local);
+    if (result.status != election::ProposeResult::QUEUED) {
+      retry(c, result.leaderHint,
+            static_cast<Nanos>(prng_.uniform(MS / 10, result.leaderHint ? MS : params_.heartbeat)));
+      return;
+    }
+  } else {
+    const bool lease = node.core->role() == Role::LEADER && local < node.core->leaseHeldUntil();
+    const election::ReadId id = nextReadId_++;
+    auto result = node.core->read(id, local);
+    if (result.status != election::ReadStart::PENDING) {
+      retry(c, result.leaderHint,
+            static_cast<Nanos>(prng_.uniform(MS / 10, result.leaderHint ? MS : params_.heartbeat)));
+      return;
+    }
+    ++(node.core->role() != Role::LEADER ? stats_.followerReads
+       : lease                           ? stats_.leaseReads
+                                         : stats_.indexReads);
+    client.readId = id;
+    node.readWaiters[id] = c;
+  }
+  client.state = Client::WAITING;
+  schedule(now_ + params_.attemptTimeout, EventKind::CLIENT, c, client.attempt);
+  drive(client.node);
+}
+
+void Simulator::retry(uint32_t c, std::optional<uint32_t> node, Nanos delay) {
+  Client& client = clients_[c];
+  client.state = Client::BACKOFF;
+  client.node = node ? *node : static_cast<uint32_t>(prng_.uniform(0, options_.nodes));
+  ++client.attempt;
+  schedule(now_ + delay, EventKind::CLIENT, c, client.attempt);
+}
+
+void Simulator::completeOp(uint32_t c, uint64_t value) {
+  Client& client = clients_[c];
+  OpRecord& op = history_[client.op];
+  op.response = logicalNow(true);
+  if (op.write) {
+    ++stats_.writesAcked;
+    auto& acked = acked_[op.key];
+    const uint64_t position = effectAt_.at(op.value);
+    const uint64_t best = acked.empty() ? position : std::max(acked.back().second, position);
+    acked.emplace_back(op.response, best);
+  } else {
+    op.value = value;
+    // Cheap per-step check: the read saw every write acknowledged before it began.
+    const uint64_t seen = value == 0 ? 0 : effectAt_.at(value);
+    const auto& acked = acked_[op.key];
+    auto it = std::lower_bound(acked.begin(), acked.end(), std::make_pair(op.invoke, uint64_t{0}));
+    if (it != acked.begin() && std::prev(it)->second > seen) {
+      const uint64_t missed = std::prev(it)->second;
+      fail("read-linearizable",
+           "client " + std::to_string(c) + " read key " + std::to_string(op.key) + " at member " +
+               std::to_string(client.node) + " and saw the write of slot " +
+               std::to_string(seen >> 16) + ", but the write of slot " +
+               std::to_string(missed >> 16) + " was acknowledged before the read began");
+    }
+    if (value != 0 && history_[writeOpOf_.at(value)].invoke > op.response) {
+      fail("read-linearizable", "a read returned a write that began after it");
+    }
+  }
+  client.state = Client::IDLE;
+  ++client.attempt;
+  schedule(now_ + static_cast<Nanos>(prng_.uniform(0, params_.thinkMax)), EventKind::CLIENT, c,
+           client.attempt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+void Simulator::checkAfterStep() {
+  if (options_.verbose) printLeaseChanges();
+  // At most one member believes it holds the leader lease at this (true) instant.
+  int holders = 0;
+  for (const Node& node : nodes_) {
+    if (node.up && localNow(node) < node.core->leaseHeldUntil()) ++holders;
+  }
+  if (holders > 1) {
+    std::string detail = std::to_string(holders) + " members believe they hold the leader lease:";
+    for (uint32_t i = 0; i < nodes_.size(); ++i) {
+      const Node& node = nodes_[i];
+      if (node.up && localNow(node) < node.core->leaseHeldUntil()) {
+        std::ostringstream line;
+        line << " member " << i << " ballot " << ballotText(node.core->ballot()) << " until "
+             << (node.core->leaseHeldUntil() - localNow(node)) / 1000 << "us (clock rate "
+             << node.rate << ")";
+        detail += line.str();
+      }
+    }
+    fail("single-lease", detail);
+  }
+}
+
+void Simulator::printLeaseChanges() {
+  leaseHeld_.resize(nodes_.size(), false);
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    const bool held = nodes_[i].up && localNow(nodes_[i]) < nodes_[i].core->leaseHeldUntil();
+    if (held != leaseHeld_[i]) {
+      out_ << "t=" << now_ / 1000 << "us member " << i << (held ? " gains" : " loses")
+           << " the lease (clock rate " << nodes_[i].rate << ")";
+      if (held)
+        out_ << " for " << (nodes_[i].core->leaseHeldUntil() - localNow(nodes_[i])) / 1000 << "us";
+      out_ << "\n";
+    }
+    leaseHeld_[i] = held;
+  }
+}
+
+void Simulator::checkHistory() {
+  for (uint32_t key = 0; key < params_.keys; ++key) {
+    std::vector<RegisterOp> ops;
+    for (const OpRecord& op : history_) {
+      if (op.key != key) continue;
+      RegisterOp checked{op.invoke, op.response, op.write, op.value};
+      if (op.write) {
+        auto effect = effectAt_.find(op.value);
+        if (effect != effectAt_.end()) checked.orderHint = effect->second + 1;
+      }
+      ops.push_back(checked);
+    }
+    const size_t count = ops.size();
+    auto result = checkRegister(std::move(ops), 0);
+    if (result.verdict == LinearizabilityResult::NOT_LINEARIZABLE) {
+      fail("linearizability", "key " + std::to_string(key) + ": " + result.detail);
+    }
+    if (result.verdict == LinearizabilityResult::INCONCLUSIVE && !options_.quiet) {
+      out_ << "warning: linearizability of key " << key << " (" << count
+           << " operations) inconclusive: " << result.detail << "\n";
+    }
+  }
+}
+
+void Simulator::record(EventKind kind, uint32_t node, uint32_t from, std::string what) {
+  Trace& t = trace_[step_ % trace_.size()];
+  t.step = step_;
+  t.at = now_;
+  t.kind = kind;
+  t.node = node;
+  t.from = from;
+  t.what = std::move(what);
+}
+
+void Simulator::printTrace(const std::string& invariant, const std::string& detail) {
+  out_ << "VIOLATION seed=" << options_.seed << " nodes=" << options_.nodes << " step=" << step_
+       << " time=" << std::fixed << std::setprecision(6) << static_cast<double>(now_) / 1e9
+       << "s invariant=" << invariant << "\n  " << detail << "\nlast steps:\n";
+  const size_t n = trace_.size();
+  for (size_t i = 0; i < n; ++i) {
+    const Trace& t = trace_[(step_ + 1 + i) % n];
+    if (t.step == 0 || t.step + n <= step_) continue;
+    out_ << "  #" << t.step << " t=" << std::setprecision(6) << static_cast<double>(t.at) / 1e9
+         << " " << eventName(t.kind) << " member " << t.node;
+    if (t.kind == EventKind::DELIVER) out_ << " from " << t.from;
+    if (!t.what.empty()) out_ << ": " << t.what;
+    out_ << "\n";
+  }
+}
+
+void Simulator::printSummary(double wallSeconds) {
+  const Params& p = params_;
+  out_ << std::setprecision(3) << std::fixed;
+  out_ << "params: heartbeat=" << p.heartbeat / MS << "ms election=" << p.electionTimeout / MS
+       << "ms lease=" << p.lease / MS << "ms drift=" << p.drift << " window=" << p.window
+       << " batch=" << p.batchCommands << " net=" << p.netMin / 1000 << "-" << p.netMax / 1000
+       << "us disk=" << p.diskMin / 1000 << "-" << p.diskMax / 1000 << "us clients=" << p.clients
+       << " keys=" << p.keys << "\n";
+  out_ << "stats: sim_time=" << static_cast<double>(now_) / 1e9
+       << "s leaderships=" << stats_.leaderships << " slots=" << stats_.slots
+       << " writes_acked=" << stats_.writesAcked << " reads_ok=" << stats_.readsOk << " (lease "
+       << stats_.leaseReads << ", leader index " << stats_.indexReads << ", follower "
+       << stats_.followerReads << ") reads_failed=" << stats_.readsFailed
+       << " crashes=" << stats_.crashes << " partitions=" << stats_.partitions
+       << " pauses=" << stats_.pauses << " messages=" << stats_.messages
+       << " dropped=" << stats_.dropped << " duplicated=" << stats_.duplicated
+       << " calm_periods=" << stats_.calmPeriods
+       << " worst_recovery=" << static_cast<double>(stats_.worstCalmNs) / 1e9
+       << "s snapshot_needed=" << stats_.snapshotNeeded << "\n";
+  out_ << "seed=" << options_.seed << " nodes=" << options_.nodes
+       << (options_.breaker.empty() ? "" : " break=" + options_.breaker) << " wall=" << wallSeconds
+       << "s steps_per_sec="
+       << static_cast<uint64_t>(static_cast<double>(step_) / std::max(wallSeconds, 1e-9)) << "\n";
+  out_.unsetf(std::ios::floatfield);
+}
+
+}  // namespace
+
+std::vector<std::string> breakerNames() {
+  return {"acceptor-ignores-promise",          "leader-picks-any-value",
+          "crash-drops-synced-promise",        "lease-not-shortened",
+          "lease-read-ignores-promised-slots", "heartbeat-decides-other-ballot"};
+}
+
+RunResult runSimulation(const RunOptions& options, std::ostream& out) {
+  Simulator simulator(options, out);
+  return simulator.run();
+}
+
+}  // namespace synod::sim
