@@ -492,7 +492,8 @@ void Replica::onPrepare(MemberIndex from, const Prepare& m, Nanos now) {
     return;
   }
   noteRound(m.ballot);
-  if (m.ballot < promised_) {
+  const bool belowPromise = m.ballot < promised_;
+  if (belowPromise && !breaks(RuleBreaker::ACCEPTOR_IGNORES_PROMISE)) {
     send(from, Rejected{promised_}, false);
     return;
   }

@@ -66,7 +66,7 @@ const char* roleName(Role role);
 // to catch the breakage. Never set outside tests.
 enum class RuleBreaker {
   NONE,
-  ACCEPTOR_IGNORES_PROMISE,           // accepts Accepts below its promise
+  ACCEPTOR_IGNORES_PROMISE,           // promises and accepts below its promise
   LEADER_PICKS_ANY_VALUE,             // re-proposes the lowest-ballot reported value
   LEASE_NOT_SHORTENED,                // lease = send time + leaderLease, no drift margin
   LEASE_READ_IGNORES_PROMISED_SLOTS,  // lease reads before the promised slots are decided
