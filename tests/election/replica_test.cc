@@ -857,3 +857,53 @@ TEST_CASE("a three-member group elects one leader and every member applies the s
 
 }  // namespace
 }  // namespace synod::election
+
+namespace synod::election {
+namespace {
+
+TEST_CASE("applied slots beyond the retention are discarded, and fetches for them say so") {
+  Options o = testOptions(0, 1);
+  o.retainedLogSlots = 2;
+  Single s(o);
+  Replica& r = *s.replica;
+  r.tick(0);
+  drain(r);
+  std::optional<Slot> discarded;
+  for (int i = 0; i < 6; ++i) {
+    r.propose("c" + std::to_string(i), 0);
+    for (const Ready& ready : drain(r)) {
+      if (ready.discardLogThrough) discarded = ready.discardLogThrough;
+    }
+  }
+  REQUIRE(r.appliedSlot() == 6);
+  REQUIRE(discarded);
+  CHECK(*discarded <= r.appliedSlot() - o.retainedLogSlots);
+  CHECK(r.logStart() == *discarded + 1);
+}
+
+TEST_CASE("a candidate behind an acceptor's discarded log gives up and fetches") {
+  Single s(testOptions(0, 3));
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.tick(now);
+  auto pre = sentIn<PreVoteRequest>(drain(r));
+  for (auto& [peer, m] : pre)
+    r.step(peer, PreVoteReply{m.round, true, 0}, now);
+  auto prepares = sentIn<Prepare>(drain(r));
+  REQUIRE(r.role() == Role::CANDIDATE);
+  Promise behind;
+  behind.ballot = prepares[0].second.ballot;
+  behind.fromSlot = prepares[0].second.fromSlot;
+  behind.logStart = 50;  // slots 1..49 were decided, applied and discarded there
+  behind.decidedSlot = 60;
+  r.step(1, behind, now);
+  // It cannot know what slots 1..49 hold, so it must not lead (it would fill them with no-ops).
+  CHECK(r.role() == Role::FOLLOWER);
+  auto fetches = sentIn<FetchRequest>(drain(r));
+  REQUIRE(fetches.size() == 1);
+  CHECK(fetches[0].first == 1);
+  CHECK(fetches[0].second.fromSlot == 1);
+}
+
+}  // namespace
+}  // namespace synod::election
