@@ -1,10 +1,11 @@
 #include "tests/sim/simulator.h"
 
+#include <capnp/message.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <iomanip>
 #include <memory>
 #include <optional>
@@ -16,6 +17,8 @@
 
 #include "election/prng.h"
 #include "election/replica.h"
+#include "election/state_machine.h"
+#include "rpc_schema/records.capnp.h"
 #include "storage/memory_store.h"
 #include "tests/sim/linearizability.h"
 
@@ -41,35 +44,26 @@ constexpr size_t MAX_KEYS = 4;
 constexpr uint64_t UNKNOWN = RegisterOp::UNKNOWN;
 
 // ---------------------------------------------------------------------------------------------
-// The simulator's own command: a put of a unique value id to one of a few keys, tagged with the
-// client and its sequence number (the de-duplication key).
+// Client commands are real records::Command puts, applied by the real StateMachine. Each client
+// plays a member of its own in the CommandId (member = client index, incarnation 1), so its
+// retries, wherever they land, are de-duplicated by the replicated sessions: exactly-once.
 
-struct SimCommand {
-  uint32_t client = 0;
-  uint64_t sequence = 0;
-  uint8_t key = 0;
-  uint64_t value = 0;
-};
-
-constexpr size_t COMMAND_BYTES = 4 + 8 + 1 + 8;
-
-std::string encodeCommand(const SimCommand& c) {
-  std::string out(COMMAND_BYTES, '\0');
-  std::memcpy(&out[0], &c.client, 4);
-  std::memcpy(&out[4], &c.sequence, 8);
-  std::memcpy(&out[12], &c.key, 1);
-  std::memcpy(&out[13], &c.value, 8);
-  return out;
+std::string keyName(uint8_t key) {
+  return "k" + std::to_string(key);
 }
 
-std::optional<SimCommand> decodeCommand(const std::string& bytes) {
-  if (bytes.size() != COMMAND_BYTES) return std::nullopt;
-  SimCommand c;
-  std::memcpy(&c.client, &bytes[0], 4);
-  std::memcpy(&c.sequence, &bytes[4], 8);
-  std::memcpy(&c.key, &bytes[12], 1);
-  std::memcpy(&c.value, &bytes[13], 8);
-  return c;
+std::string encodePut(uint32_t client, uint64_t sequence, uint8_t key, uint64_t value) {
+  capnp::MallocMessageBuilder message;
+  auto command = message.initRoot<records::Command>();
+  auto id = command.initId();
+  id.setMember(client);
+  id.setIncarnation(1);
+  id.setSequence(sequence);
+  auto put = command.initPut();
+  const std::string k = keyName(key), v = std::to_string(value);
+  put.setKey(kj::arrayPtr(reinterpret_cast<const kj::byte*>(k.data()), k.size()));
+  put.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(v.data()), v.size()));
+  return election::encodeCommand(message);
 }
 
 uint64_t valueId(uint32_t client, uint64_t sequence) {
@@ -85,12 +79,6 @@ uint64_t hashValue(const Value& value) {
   }
   return h | 1;  // 0 means "not decided yet"
 }
-
-// The replicated register map with de-duplication by (client, sequence).
-struct KvState {
-  std::array<uint64_t, MAX_KEYS> values{};
-  std::vector<uint64_t> lastSequence;  // per client
-};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -171,7 +159,7 @@ struct Node {
   std::unique_ptr<Prng> prng;
   std::unique_ptr<Replica> core;
   storage::MemoryStore store;
-  KvState kv, durableKv;
+  std::unique_ptr<election::StateMachine> state;  // the in-memory view; durable in `store`
   Slot applied = 0;
   Ballot maxDurablePromised, previousDurablePromised;
   double rate = 1;
@@ -360,9 +348,11 @@ class Simulator {
   size_t opsBeforeCalm_ = 0;
 
   // Checker state.
-  std::vector<uint64_t> decidedHash_;                // by slot; 0 = not decided yet
-  std::unordered_map<uint64_t, uint64_t> effectAt_;  // value id -> position (slot << 16 | i)
-  std::unordered_map<uint64_t, size_t> writeOpOf_;   // value id -> history index
+  std::vector<uint64_t> decidedHash_;                      // by slot; 0 = not decided yet
+  std::unordered_map<uint64_t, uint64_t> effectAt_;        // value id -> position (slot << 16 | i)
+  std::unordered_map<uint64_t, size_t> writeOpOf_;         // value id -> history index
+  std::unordered_map<uint64_t, std::string> issued_;       // value id -> the encoded command
+  std::vector<election::AppliedCommand> appliedCommands_;  // scratch
   std::array<std::vector<std::pair<uint64_t, uint64_t>>, MAX_KEYS> acked_;  // (time, max pos)
 
   std::vector<Trace> trace_;
@@ -436,7 +426,14 @@ void Simulator::startNode(uint32_t index, bool fresh) {
                                   ballotText(state.promised) + " below the durable " +
                                   ballotText(node.maxDurablePromised));
   }
-  node.kv = node.durableKv;
+  node.state = std::make_unique<election::StateMachine>();
+  node.store.forEachKey([&](std::string_view key, storage::KeyRecord&& record) {
+    node.state->restoreKey(std::string(key), std::move(record));
+  });
+  node.store.forEachSession([&](MemberIndex member, std::string_view encoded) {
+    node.state->restoreSession(member, encoded);
+  });
+  node.state->restoreApplied(node.store.appliedSlot(), node.store.revision());
   node.applied = state.appliedSlot;
   node.core = std::make_unique<Replica>(coreOptions(index), state, *node.prng);
   node.up = true;
@@ -465,8 +462,6 @@ RunResult Simulator::run() {
     node.prng = std::make_unique<Prng>(prng_.next());
     node.rate = randomRate();
     node.baseLocal = static_cast<Nanos>(prng_.uniform(0, 1000000)) * MS;
-    node.kv.lastSequence.assign(params_.clients, 0);
-    node.durableKv = node.kv;
   }
   clients_.resize(params_.clients);
   try {
@@ -631,12 +626,12 @@ void Simulator::drive(uint32_t index) {
     for (const auto& outcome : ready.reads)
       serveRead(index, outcome);
     for (const std::string& command : ready.droppedCommands) {
-      auto c = decodeCommand(command);
-      if (!c || c->client >= clients_.size()) continue;
-      Client& client = clients_[c->client];
+      auto id = election::commandIdOf(command);
+      if (!id || id->member >= clients_.size()) continue;
+      Client& client = clients_[id->member];
       if (client.state == Client::WAITING && client.write && client.node == index &&
-          client.sequence == c->sequence) {
-        retry(c->client, std::nullopt, 0);
+          client.sequence == id->sequence) {
+        retry(id->member, std::nullopt, 0);
       }
     }
     if (ready.status && ready.status->role == Role::LEADER) ++stats_.leaderships;
@@ -666,7 +661,13 @@ void Simulator::persisted(uint32_t index) {
   batch.promised = ready.promised;
   batch.accepted = ready.accepted;
   batch.dropLogThrough = ready.discardLogThrough;
-  if (!ready.apply.empty()) batch.applied = std::make_pair(ready.apply.back().slot, uint64_t{0});
+  // No other Ready was handled while this one was on disk: the changes are exactly its apply.
+  if (node.state->hasChanges()) {
+    election::StateChanges changes = node.state->takeChanges();
+    batch.keys = std::move(changes.keys);
+    batch.sessions = std::move(changes.sessions);
+    batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
+  }
   if (batch.promised) {
     if (*batch.promised < node.store.promised()) {
       fail("promise-monotonic", "member " + std::to_string(index) + " persists promise " +
@@ -680,8 +681,6 @@ void Simulator::persisted(uint32_t index) {
   node.store.commit(batch);
   ++stats_.commits;
   if (batch.promised) node.maxDurablePromised = std::max(node.maxDurablePromised, *batch.promised);
-  // No other Ready was handled while this one was on disk, so the view is the state after it.
-  if (!ready.apply.empty()) node.durableKv = node.kv;
   for (const auto& m : ready.sendAfterPersist)
     send(index, m);
   node.core->advance(ready);
@@ -710,32 +709,39 @@ void Simulator::applyEntry(uint32_t index, const LogEntry& entry) {
                           std::to_string(entry.slot) + " (" +
                           std::to_string(entry.value.commands.size()) + " commands)");
   }
-  for (size_t i = 0; i < entry.value.commands.size(); ++i) {
-    auto command = decodeCommand(entry.value.commands[i]);
-    auto op = command ? writeOpOf_.find(command->value) : writeOpOf_.end();
-    if (!command || command->client >= clients_.size() || op == writeOpOf_.end() ||
-        command->value != valueId(command->client, command->sequence) ||
-        history_[op->second].key != command->key || command->key >= params_.keys) {
+  appliedCommands_.clear();
+  node.state->apply(entry.slot, entry.value, appliedCommands_);
+  if (appliedCommands_.size() != entry.value.commands.size()) {
+    fail("validity", "slot " + std::to_string(entry.slot) + " holds an unreadable command");
+  }
+  for (size_t i = 0; i < appliedCommands_.size(); ++i) {
+    const election::AppliedCommand& applied = appliedCommands_[i];
+    const uint32_t c = applied.id.member;
+    const uint64_t value = valueId(c, applied.id.sequence);
+    auto issued = issued_.find(value);
+    if (c >= clients_.size() || applied.id.incarnation != 1 || issued == issued_.end() ||
+        issued->second != entry.value.commands[i]) {
       fail("validity", "slot " + std::to_string(entry.slot) + " holds a command no client issued");
     }
-    uint64_t& last = node.kv.lastSequence[command->client];
-    if (command->sequence > last) {
-      last = command->sequence;
-      node.kv.values[command->key] = command->value;
+    if (applied.outcome.code != election::StatusCode::OK) {
+      fail("validity",
+           "a put in slot " + std::to_string(entry.slot) + " failed: " + applied.outcome.message);
+    }
+    if (!applied.duplicate) {
       const uint64_t position = entry.slot << 16 | i;
-      auto [it, inserted] = effectAt_.emplace(command->value, position);
+      auto [it, inserted] = effectAt_.emplace(value, position);
       if (!inserted && it->second != position) {
-        fail("exactly-once", "command of client " + std::to_string(command->client) + " seq " +
-                                 std::to_string(command->sequence) + " took effect in slot " +
+        fail("exactly-once", "command of client " + std::to_string(c) + " seq " +
+                                 std::to_string(applied.id.sequence) + " took effect in slot " +
                                  std::to_string(it->second >> 16) + " and again in slot " +
                                  std::to_string(entry.slot) + " at member " +
                                  std::to_string(index));
       }
     }
-    Client& client = clients_[command->client];
+    Client& client = clients_[c];
     if (client.state == Client::WAITING && client.write && client.node == index &&
-        client.sequence == command->sequence) {
-      completeOp(command->client, command->value);
+        client.sequence == applied.id.sequence) {
+      completeOp(c, value);
     }
   }
 }
@@ -759,7 +765,8 @@ void Simulator::serveRead(uint32_t index, const election::ReadOutcome& outcome) 
                                   std::to_string(node.applied));
   }
   ++stats_.readsOk;
-  completeOp(c, node.kv.values[client.key]);
+  const election::KeyRecord* record = node.state->get(keyName(client.key));
+  completeOp(c, record ? std::stoull(record->value) : 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1023,7 +1030,8 @@ void Simulator::startOp(uint32_t c) {
   if (op.write) {
     ++client.sequence;
     op.value = valueId(c, client.sequence);
-    client.encoded = encodeCommand(SimCommand{c, client.sequence, op.key, op.value});
+    client.encoded = encodePut(c, client.sequence, op.key, op.value);
+    issued_[op.value] = client.encoded;
     writeOpOf_[op.value] = history_.size();
   }
   client.op = history_.size();
