@@ -745,11 +745,15 @@ void Replica::countVote(MemberIndex voter, Slot slot) {
   it->second.votes |= bit(voter);
   if (!isMajority(it->second.votes)) return;
   it->second.decided = true;
+  const Slot before = decidedSlot_;
   while (!inFlight_.empty() && inFlight_.begin()->second.decided) {
     KJ_ASSERT(inFlight_.begin()->first == decidedSlot_ + 1);
     ++decidedSlot_;
     inFlight_.erase(inFlight_.begin());
   }
+  // Tell the followers at once rather than at the next heartbeat: a follower answers its own
+  // apps' writes only once it applies them.
+  if (decidedSlot_ != before) heartbeatWanted_ = true;
 }
 
 void Replica::sendHeartbeat(Nanos now) {
