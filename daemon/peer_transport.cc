@@ -407,8 +407,12 @@ void PeerTransport::Impl::dial(Peer& peer) {
                      .then([](kj::Own<kj::NetworkAddress> address) {
                        return address->connect().attach(kj::mv(address));
                      });
-  tasks.add(loop.timer()
-                .timeoutAfter(options.handshakeTimeout, kj::mv(connect))
+  auto timeout = loop.timer().afterDelay(options.handshakeTimeout).then([this]() {
+    kj::throwFatalException(KJ_EXCEPTION(
+        DISCONNECTED, kj::str("no connection within ", toMs(options.handshakeTimeout), " ms")));
+    return kj::Own<kj::AsyncIoStream>();
+  });
+  tasks.add(connect.exclusiveJoin(kj::mv(timeout))
                 .then(
                     [this, &peer](kj::Own<kj::AsyncIoStream> stream) {
                       if (closed) return;

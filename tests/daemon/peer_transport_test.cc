@@ -257,6 +257,9 @@ class Group {
     fds[i] = boundSocket(ports[i], false);
   }
 
+  // Member i's port accepts TCP connections into the kernel backlog, but nobody ever reads.
+  void listenWithoutAccepting(size_t i) { REQUIRE(::listen(fds[i], 0) == 0); }
+
   bool allConnected() {
     for (size_t i = 0; i < members.size(); ++i) {
       for (size_t j = 0; j < members.size(); ++j) {
@@ -750,6 +753,22 @@ TEST_CASE("at the queue bound new messages are dropped and counted; the rest arr
   // Room again.
   group.transport(0).send(1, heartbeat(1000));
   REQUIRE(runUntil(group.loop(), [&] { return group[1].inbox.size() == 101; }));
+}
+
+TEST_CASE("a peer that never answers times out and is retried") {
+  PeerTransportOptions options = Group::fastOptions();
+  options.handshakeTimeout = 200 * kj::MILLISECONDS;
+  Group group(2, options);
+  group.listenWithoutAccepting(1);
+  group.start(0);
+  auto start = Clock::now();
+  REQUIRE(runUntil(group.loop(), [&] {
+    auto stats = group.transport(0).stats(1);
+    return stats.handshakeFailures + stats.dialFailures >= 3;
+  }));
+  MESSAGE("3 timed-out attempts in ", msSince(start), " ms");
+  CHECK_FALSE(group.transport(0).connected(1));
+  CHECK(group[0].logsContaining("within 200 ms") >= 1);
 }
 
 TEST_CASE("a handler may send and close from inside; nothing is delivered after close") {
