@@ -372,7 +372,7 @@ void Simulator::chooseParams() {
   p.drift = prng_.chance(0.2) ? 0.0 : 0.001 + prng_.unit() * (prng_.chance(0.5) ? 0.05 : 0.2);
   p.window = static_cast<uint32_t>(prng_.chance(0.3) ? prng_.uniform(1, 4) : prng_.uniform(4, 33));
   p.batchCommands = static_cast<uint32_t>(prng_.uniform(1, 65));
-  p.retainedSlots = prng_.uniform(20000, 100000);
+  p.retainedSlots = prng_.uniform(4000, 16000);
   p.netMin = static_cast<Nanos>(prng_.uniform(50, 1000)) * 1000;
   p.netMax = p.netMin + static_cast<Nanos>(prng_.uniform(100, 5000)) * 1000;
   p.diskMin = static_cast<Nanos>(prng_.uniform(20, 1000)) * 1000;
