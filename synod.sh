@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # synod's one entry point for people and CI.
-#   ./synod.sh up     install what is missing, build, run a local group in the foreground
+#   ./synod.sh up [N] install what is missing, build, run a local group of N (3) in the foreground
 #   ./synod.sh test   install what is missing, build, run every test (plain and ASan/UBSan builds)
 #   ./synod.sh build  install what is missing and build
 set -euo pipefail
@@ -26,7 +26,8 @@ install_missing() {
     "${missing[@]}" >/dev/null
 }
 
-# build DIR [meson options...]: configure once, then build incrementally.
+# build DIR [meson options...]: configure once, then build incrementally. $TARGETS (if set)
+# limits what is built.
 build() {
   local dir=$1; shift
   if [ ! -f "$dir/build.ninja" ]; then
@@ -34,7 +35,8 @@ build() {
     meson setup "$dir" "$@" >/dev/null
   fi
   say "building $dir"
-  ninja -C "$dir" >/dev/null || ninja -C "$dir"
+  # shellcheck disable=SC2086
+  ninja -C "$dir" ${TARGETS:-} >/dev/null || ninja -C "$dir" ${TARGETS:-}
 }
 
 # Prints the closing "N passed, N failed" line from a meson test log.
@@ -68,24 +70,54 @@ cmd_test() {
   return $status
 }
 
+# write_config K N: var/nK/synod.yaml for member nK of a group n1..nN on 127.0.0.1.
+write_config() {
+  local k=$1 n=$2 dir=$PWD/var/n$1
+  mkdir -p "$dir"
+  {
+    echo "# member n$k of the local group started by ./synod.sh up"
+    echo "cluster_id: synod-local"
+    echo "node: n$k"
+    echo "peers:"
+    for i in $(seq 1 "$n"); do echo "  n$i: 127.0.0.1:$((7100 + i))"; done
+    echo "data_dir: $dir/data"
+    echo "socket: $dir/synod.sock"
+  } > "$dir/synod.yaml"
+}
+
+# up [N]: members n1..nN (default 3) in the foreground; Ctrl-C stops them all cleanly.
 cmd_up() {
+  local n=${1:-3}
   install_missing
-  build build
-  mkdir -p var
+  TARGETS="daemon/synod clients/synodctl clients/synod-bench" build build
+  local pids=()
+  stop_all() {
+    trap - INT TERM
+    say "stopping"
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait
+    exit 0
+  }
+  trap stop_all INT TERM
+  for k in $(seq 1 "$n"); do
+    write_config "$k" "$n"
+    # Each member's log lines carry its name.
+    build/daemon/synod --config "var/n$k/synod.yaml" > >(sed -u "s/^/[n$k] /" >&2) 2>&1 &
+    pids+=("$!")
+  done
   cat >&2 <<TXT
-==> starting member n1 (a group of one) — Ctrl-C stops it
-    data:   var/n1/data
-    socket: var/n1/synod.sock
+==> members n1..n$n are running on 127.0.0.1 (peer ports 7101..$((7100 + n))) — Ctrl-C stops them
+    member nK: data var/nK/data, socket var/nK/synod.sock, config var/nK/synod.yaml
     try, from another shell:
       build/clients/synodctl --socket var/n1/synod.sock put a 1
-      build/clients/synodctl --socket var/n1/synod.sock get a
-      build/clients/synodctl --socket var/n1/synod.sock --json status
+      build/clients/synodctl --socket var/n$n/synod.sock get a
+      build/clients/synodctl --socket var/n1/synod.sock status
 TXT
-  exec build/daemon/synod --dev
+  wait
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
+  up) shift; cmd_up "$@" ;;
   test) cmd_test ;;
   build) install_missing; build build ;;
   *) echo "usage: $0 up|test|build" >&2; exit 2 ;;

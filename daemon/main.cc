@@ -20,6 +20,7 @@
 #include "daemon/local_api.h"
 #include "daemon/logging.h"
 #include "daemon/node.h"
+#include "daemon/peer_transport.h"
 #include "daemon/uv_loop.h"
 #include "storage/lmdb_store.h"
 
@@ -42,6 +43,27 @@ uint64_t randomSeed() {
   if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) seed = static_cast<uint64_t>(::getpid());
   return seed;
 }
+
+// The Node's window on the other members: the peer transport.
+class TransportOutbox final : public PeerOutbox {
+ public:
+  explicit TransportOutbox(PeerTransport& transport) : transport_(transport) {}
+
+  void sendCore(MemberIndex to, election::PeerMessage message) override {
+    transport_.send(to, PeerEnvelope(std::move(message)));
+  }
+  void sendForward(MemberIndex to, std::vector<std::string> commands) override {
+    transport_.send(to, PeerEnvelope(Forward{std::move(commands)}));
+  }
+  void sendForwardRefused(MemberIndex to, std::vector<std::string> commands,
+                          std::optional<MemberIndex> leaderHint) override {
+    transport_.send(to, PeerEnvelope(ForwardRefused{std::move(commands), leaderHint}));
+  }
+  bool connected(MemberIndex peer) const override { return transport_.connected(peer); }
+
+ private:
+  PeerTransport& transport_;
+};
 
 // Everything that lives while the daemon serves, in construction order; destroyed in reverse.
 class Daemon {
@@ -66,10 +88,12 @@ class Daemon {
     loopInitialized_ = true;
     kj_ = std::make_unique<UvKjLoop>(&loop_);
     if (config_.peers.size() > 1) {
-      throw ConfigError(config_.sourcePath, config_.keyLines.find("peers"), "peers",
-                        "this build serves groups of one member only");
+      transport_ = std::make_unique<PeerTransport>(
+          *kj_, config_,
+          [this](MemberIndex from, PeerEnvelope&& message) { deliver(from, std::move(message)); });
+      outbox_ = std::make_unique<TransportOutbox>(*transport_);
     }
-    node_ = std::make_unique<Node>(config_, *store_, kj_->timer(), nullptr, randomSeed());
+    node_ = std::make_unique<Node>(config_, *store_, kj_->timer(), outbox_.get(), randomSeed());
 
     int listenFd = takeListenSocket();
     api_ = std::make_unique<LocalApi>(*node_, kj_->lowLevel(), kj_->timer(), listenFd);
@@ -88,6 +112,8 @@ class Daemon {
   ~Daemon() {
     api_.reset();
     node_.reset();
+    outbox_.reset();
+    transport_.reset();
     kj_.reset();
     if (loopInitialized_) {
       uv_run(&loop_, UV_RUN_DEFAULT);  // let close callbacks run
@@ -98,6 +124,22 @@ class Daemon {
   }
 
  private:
+  void deliver(MemberIndex from, PeerEnvelope&& message) {
+    if (!node_) return;  // not serving yet, or stopping
+    std::visit(
+        [&](auto&& body) {
+          using Body = std::decay_t<decltype(body)>;
+          if constexpr (std::is_same_v<Body, election::PeerMessage>) {
+            node_->onPeerMessage(from, body);
+          } else if constexpr (std::is_same_v<Body, Forward>) {
+            node_->onForward(from, std::move(body.commands));
+          } else {
+            node_->onForwardRefused(std::move(body.commands), body.leaderHint);
+          }
+        },
+        std::move(message));
+  }
+
   // The listening socket: handed over by systemd socket activation, else bound here.
   int takeListenSocket() {
     int handed = sd_listen_fds(1);
@@ -165,6 +207,7 @@ class Daemon {
 
   void finishStop() {
     api_->closeAll();
+    if (transport_) transport_->close();
     for (auto& handle : signals_) {
       uv_close(reinterpret_cast<uv_handle_t*>(handle.get()), nullptr);
     }
@@ -178,6 +221,8 @@ class Daemon {
   uv_loop_t loop_{};
   bool loopInitialized_ = false;
   std::unique_ptr<UvKjLoop> kj_;
+  std::unique_ptr<PeerTransport> transport_;
+  std::unique_ptr<TransportOutbox> outbox_;
   std::unique_ptr<Node> node_;
   std::unique_ptr<LocalApi> api_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;

@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Real multi-member groups on loopback: writes through every member, reads everywhere, members
+killed, restarted and paused, histories checked for per-key linearizability with synod-lincheck.
+
+usage: group_test.py SYNOD SYNODCTL [TEST-NAME|''] SYNOD_LINCHECK
+"""
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from harness import Daemon, Shell, check, main, wait_until
+
+LINCHECK = sys.argv[4] if len(sys.argv) > 4 else None
+# Peer ports: a block per test process so parallel runs of other suites never collide.
+PORT_BASE = 21000 + (os.getpid() % 400) * 10
+
+
+class Group:
+    """Members n1..nN of one group, each with its own data dir and socket."""
+
+    def __init__(self, synod, synodctl, workdir, n):
+        self.synod, self.synodctl, self.workdir, self.n = synod, synodctl, workdir, n
+        self.names = [f"n{k}" for k in range(1, n + 1)]
+        self.daemons = {}
+        for k, name in enumerate(self.names, start=1):
+            config = workdir.file(f"{name}.yaml")
+            with open(config, "w") as f:
+                f.write("cluster_id: grouptest\n")
+                f.write(f"node: {name}\n")
+                f.write("peers:\n")
+                for j, other in enumerate(self.names, start=1):
+                    f.write(f"  {other}: 127.0.0.1:{PORT_BASE + j}\n")
+                f.write(f"data_dir: {workdir.file(name, 'data')}\n")
+                f.write(f"socket: {workdir.file(name, 'synod.sock')}\n")
+            self.daemons[name] = Daemon(synod, config, workdir.file(name, "synod.sock"))
+
+    def socket(self, name):
+        return self.daemons[name].socket
+
+    def start(self, *names):
+        for name in names or self.names:
+            self.daemons[name].start()
+        return self
+
+    def status(self, name):
+        p = subprocess.run([self.synodctl, "--socket", self.socket(name), "--json",
+                            "--timeout", "1000", "status"], capture_output=True, text=True)
+        if p.returncode != 0:
+            return None
+        import json
+        return json.loads(p.stdout)
+
+    def leader(self, among=None, timeout_s=20, not_=None):
+        """The member every live member in `among` names as leader, once they agree (and it is
+        not `not_`)."""
+        among = among or [n for n in self.names if not self.daemons[n].exited()]
+
+        def agreed():
+            seen = set()
+            for name in among:
+                s = self.status(name)
+                if not s or not s.get("leader"):
+                    return None
+                seen.add(s["leader"])
+            if len(seen) != 1 or not_ in seen:
+                return None
+            return seen.pop()
+        return wait_until(agreed, timeout_s, f"members {among} to agree on a leader")
+
+    def stop_all(self):
+        for d in self.daemons.values():
+            if d.proc and d.proc.poll() is None:
+                d.stop()
+
+
+class History:
+    """Operations with invoke/response times on one clock, for synod-lincheck."""
+
+    def __init__(self):
+        self.lines = []
+        self.lock = threading.Lock()
+
+    def record(self, key, invoke, response, op, value):
+        with self.lock:
+            self.lines.append(f"{key} {invoke} {response if response is not None else '-'} "
+                              f"{op} {value}")
+
+    def check(self, workdir):
+        path = workdir.file("history.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(self.lines) + "\n")
+        p = subprocess.run([LINCHECK, path], capture_output=True, text=True)
+        check(p.returncode == 0, f"history is not linearizable: {p.stdout} {p.stderr} ({path})")
+        print(f"  {p.stdout.strip()}")
+
+
+class Client(threading.Thread):
+    """Writes unique values to a few keys through one member, reading them back in between."""
+
+    counter = 0
+    counter_lock = threading.Lock()
+
+    def __init__(self, group, member, keys, history, stop, timeout_ms=3000):
+        super().__init__(daemon=True)
+        self.group, self.member, self.keys, self.history, self.stop = (
+            group, member, keys, history, stop)
+        self.timeout_ms = timeout_ms
+        self.acked = 0
+        self.unknown = 0
+        self.errors = []
+
+    def next_value(self):
+        with Client.counter_lock:
+            Client.counter += 1
+            return Client.counter
+
+    def run(self):
+        shell = Shell(self.group.synodctl, self.group.socket(self.member))
+        rng = random.Random(hash(self.member))
+        while not self.stop.is_set():
+            key = rng.choice(self.keys)
+            if rng.random() < 0.5:
+                value = self.next_value()
+                invoke = time.monotonic_ns()
+                reply = shell.call(f"--timeout {self.timeout_ms} put {key} {value}")
+                if reply is not None and reply.get("ok"):
+                    self.history.record(key, invoke, time.monotonic_ns(), "w", value)
+                    self.acked += 1
+                else:
+                    self.history.record(key, invoke, None, "w", value)  # may have happened
+                    self.unknown += 1
+                    if reply is not None and reply.get("code") == "UNAVAILABLE":
+                        time.sleep(0.05)  # the member is down: don't spin
+                    if reply is None:
+                        shell.close()
+                        time.sleep(0.05)
+                        shell = Shell(self.group.synodctl, self.group.socket(self.member))
+            else:
+                invoke = time.monotonic_ns()
+                reply = shell.call(f"--timeout {self.timeout_ms} get {key}")
+                if reply is None:
+                    shell.close()
+                    time.sleep(0.05)
+                    shell = Shell(self.group.synodctl, self.group.socket(self.member))
+                elif reply.get("ok"):
+                    self.history.record(key, invoke, time.monotonic_ns(), "r", int(reply["value"]))
+                elif reply.get("code") == "NOT_FOUND":
+                    self.history.record(key, invoke, time.monotonic_ns(), "r", 0)
+        shell.close()
+
+
+def run_clients(group, members, seconds, history, during=None, keys=None):
+    keys = keys or [f"k{i}" for i in range(4)]
+    stop = threading.Event()
+    clients = [Client(group, m, keys, history, stop) for m in members]
+    for c in clients:
+        c.start()
+    if during:
+        during()
+    time.sleep(seconds)
+    stop.set()
+    for c in clients:
+        c.join(timeout=30)
+    acked = sum(c.acked for c in clients)
+    unknown = sum(c.unknown for c in clients)
+    print(f"  {acked} writes acknowledged, {unknown} with unknown outcome, "
+          f"{len(history.lines)} operations recorded")
+    check(acked > 20, "too few writes were acknowledged")
+    return keys
+
+
+def final_reads(group, members, keys, history):
+    """A linearizable read of every key at every live member, recorded in the history."""
+    for member in members:
+        shell = Shell(group.synodctl, group.socket(member))
+        for key in keys:
+            invoke = time.monotonic_ns()
+            reply = wait_until(lambda: shell.call(f"get {key}"), 20, f"a reply from {member}")
+            if reply.get("ok"):
+                history.record(key, invoke, time.monotonic_ns(), "r", int(reply["value"]))
+            else:
+                check(reply.get("code") == "NOT_FOUND", f"read at {member}: {reply}")
+                history.record(key, invoke, time.monotonic_ns(), "r", 0)
+        shell.close()
+
+
+def test_writes_everywhere(synod, synodctl, workdir, n):
+    group = Group(synod, synodctl, workdir, n).start()
+    leader = group.leader()
+    print(f"  {n} members, leader {leader}")
+    history = History()
+    keys = run_clients(group, group.names, 2.0, history)
+    final_reads(group, group.names, keys, history)
+    history.check(workdir)
+    statuses = [group.status(name) for name in group.names]
+    check(all(s and s["leader"] == leader for s in statuses), f"leaders differ: {statuses}")
+    check(all(m["reachable"] for m in statuses[0]["members"]), "a member is unreachable")
+    group.stop_all()
+
+
+def test_three_members(synod, synodctl, workdir):
+    test_writes_everywhere(synod, synodctl, workdir, 3)
+
+
+def test_five_members(synod, synodctl, workdir):
+    test_writes_everywhere(synod, synodctl, workdir, 5)
+
+
+def test_kill_leader_during_writes(synod, synodctl, workdir):
+    group = Group(synod, synodctl, workdir, 3).start()
+    leader = group.leader()
+    followers = [n for n in group.names if n != leader]
+    history = History()
+
+    def kill_leader():
+        time.sleep(0.7)
+        group.daemons[leader].kill(signal.SIGKILL)
+        group.daemons[leader].wait()
+        print(f"  killed leader {leader}")
+
+    keys = run_clients(group, group.names, 3.0, history, during=kill_leader)
+    new_leader = group.leader(among=followers, not_=leader)
+    print(f"  new leader {new_leader}")
+    group.daemons[leader].start()  # it comes back as a follower and catches up
+    final_reads(group, group.names, keys, history)
+    history.check(workdir)
+    group.stop_all()
+
+
+def test_follower_restart(synod, synodctl, workdir):
+    group = Group(synod, synodctl, workdir, 3).start()
+    leader = group.leader()
+    follower = next(n for n in group.names if n != leader)
+    history = History()
+
+    def restart_follower():
+        time.sleep(0.5)
+        group.daemons[follower].kill(signal.SIGKILL)
+        group.daemons[follower].wait()
+        time.sleep(0.5)
+        group.daemons[follower].start()
+        print(f"  killed and restarted follower {follower}")
+
+    others = [n for n in group.names if n != follower]
+    keys = run_clients(group, others, 2.5, history, during=restart_follower)
+    final_reads(group, group.names, keys, history)
+    history.check(workdir)
+    group.stop_all()
+
+
+def test_paused_leader_steps_down(synod, synodctl, workdir):
+    group = Group(synod, synodctl, workdir, 3).start()
+    leader = group.leader()
+    followers = [n for n in group.names if n != leader]
+    old = Shell(synodctl, group.socket(leader))
+    check(old.call("put paused before").get("ok"), "first put failed")
+    group.daemons[leader].kill(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        new_leader = group.leader(among=followers, not_=leader)
+        print(f"  leader {leader} paused; {new_leader} leads after "
+              f"{time.monotonic() - started:.2f}s")
+        writer = Shell(synodctl, group.socket(new_leader))
+        check(writer.call("put paused after").get("ok"), "put through the new leader failed")
+        writer.close()
+    finally:
+        group.daemons[leader].kill(signal.SIGCONT)
+    # The old leader wakes up believing it leads: a linearizable read there must not return the
+    # value from before the pause.
+    reply = old.call("--timeout 3000 get paused")
+    check(reply is not None, "no reply from the old leader")
+    if reply.get("ok"):
+        check(reply["value"] == "after", f"stale linearizable read at the old leader: {reply}")
+    else:
+        check(reply.get("code") in ("TIMEOUT", "NO_QUORUM", "UNAVAILABLE"), f"{reply}")
+    print(f"  old leader {leader} answered {reply.get('value') or reply.get('code')} after the pause")
+    old.close()
+    group.stop_all()
+
+
+def test_restart_everything(synod, synodctl, workdir):
+    group = Group(synod, synodctl, workdir, 3).start()
+    group.leader()
+    shell = Shell(synodctl, group.socket("n1"))
+    for i in range(50):
+        check(shell.call(f"put r{i} v{i}").get("ok"), f"put r{i} failed")
+    shell.close()
+    group.stop_all()
+    group.start()
+    group.leader()
+    for name in group.names:
+        shell = Shell(synodctl, group.socket(name))
+        for i in range(50):
+            reply = shell.call(f"get r{i}")
+            check(reply.get("ok") and reply["value"] == f"v{i}", f"{name}: r{i} lost: {reply}")
+        shell.close()
+    group.stop_all()
+
+
+if __name__ == "__main__":
+    if not LINCHECK:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    main([
+        ("three members", test_three_members),
+        ("five members", test_five_members),
+        ("kill leader during writes", test_kill_leader_during_writes),
+        ("follower restart", test_follower_restart),
+        ("paused leader steps down", test_paused_leader_steps_down),
+        ("restart everything", test_restart_everything),
+    ])
