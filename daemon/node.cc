@@ -133,7 +133,11 @@ StatusCode Node::deadlineCode() const {
   // request was still not done.
   auto leader = core_->knownLeader();
   if (!leader) return StatusCode::NO_QUORUM;
-  if (*leader == self_) return isLeader() ? StatusCode::TIMEOUT : StatusCode::NO_QUORUM;
+  if (*leader == self_) {
+    // A leader that no majority has acknowledged for a lease has lost its quorum.
+    return isLeader() && core_->leaseHeldUntil() > bootTimeNow() ? StatusCode::TIMEOUT
+                                                                 : StatusCode::NO_QUORUM;
+  }
   return outbox_ != nullptr && outbox_->connected(*leader) ? StatusCode::TIMEOUT
                                                            : StatusCode::NO_QUORUM;
 }

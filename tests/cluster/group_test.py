@@ -301,6 +301,36 @@ def test_restart_everything(synod, synodctl, workdir):
     group.stop_all()
 
 
+def test_no_quorum(synod, synodctl, workdir):
+    no_quorum(synod, synodctl, workdir, survivor_leads=False)
+
+
+def test_no_quorum_at_leader(synod, synodctl, workdir):
+    no_quorum(synod, synodctl, workdir, survivor_leads=True)
+
+
+def no_quorum(synod, synodctl, workdir, survivor_leads):
+    group = Group(synod, synodctl, workdir, 3).start()
+    leader = group.leader()
+    survivor = leader if survivor_leads else next(n for n in group.names if n != leader)
+    for name in group.names:
+        if name != survivor:
+            group.daemons[name].kill(signal.SIGKILL)
+            group.daemons[name].wait()
+    for what in ("put nq 1", "get nq"):
+        started = time.monotonic()
+        p = subprocess.run([synodctl, "--socket", group.socket(survivor), "--json", "--timeout",
+                            "1500"] + what.split(), capture_output=True, text=True, timeout=30)
+        elapsed = time.monotonic() - started
+        import json
+        reply = json.loads(p.stdout)
+        check(p.returncode == 4, f"{what}: exit {p.returncode}, want 4: {reply}")
+        check(reply.get("code") == "NO_QUORUM", f"{what}: {reply}")
+        check(elapsed < 15, f"{what}: took {elapsed:.1f}s for a 1.5 s deadline")
+        print(f"  {what}: NO_QUORUM after {elapsed:.2f}s (deadline 1.5 s)")
+    group.stop_all()
+
+
 if __name__ == "__main__":
     if not LINCHECK:
         print(__doc__, file=sys.stderr)
@@ -312,4 +342,6 @@ if __name__ == "__main__":
         ("follower restart", test_follower_restart),
         ("paused leader steps down", test_paused_leader_steps_down),
         ("restart everything", test_restart_everything),
+        ("no quorum at a follower", test_no_quorum),
+        ("no quorum at the leader", test_no_quorum_at_leader),
     ])
