@@ -7,11 +7,15 @@
 //               [--clients N[,N...]] [--seconds S] [--value-bytes B] [--keys K] [--json]
 #include <kj/async-io.h>
 #include <kj/debug.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +35,11 @@ struct Options {
   size_t valueBytes = 100;
   uint32_t keys = 1000;
   bool json = false;
+  // Failover mode: this many rounds of killing the leader of a group this tool runs itself.
+  uint32_t failoverRounds = 0;
+  std::string synod;                 // the daemon binary
+  std::vector<std::string> configs;  // one per member
+  int killSignal = SIGKILL;
 };
 
 struct Outcome {
@@ -41,6 +50,7 @@ struct Outcome {
   uint64_t failed = 0;
   std::vector<double> latenciesUs;  // of successful operations
   std::string firstError;
+  Clock::time_point latestSuccessStart;  // when the latest-started successful operation began
 };
 
 double percentile(std::vector<double>& sorted, double p) {
@@ -69,6 +79,7 @@ class Worker {
     return operation(key).then([this, started](Status status) {
       if (status.ok() || status.code == Code::NOT_FOUND) {
         ++outcome_.ok;
+        outcome_.latestSuccessStart = std::max(outcome_.latestSuccessStart, started);
         outcome_.latenciesUs.push_back(
             std::chrono::duration<double, std::micro>(Clock::now() - started).count());
       } else {
@@ -170,12 +181,16 @@ std::vector<std::string> splitCommas(const std::string& text) {
 
 [[noreturn]] void usage(const char* problem) {
   if (problem) std::fprintf(stderr, "synod-bench: %s\n", problem);
-  std::fprintf(stderr,
-               "usage: synod-bench --socket PATH [--socket PATH...] [--workload put,get,sget]\n"
-               "                   [--clients 1,64] [--seconds 5] [--value-bytes 100]\n"
-               "                   [--keys 1000] [--json]\n"
-               "Workloads: put; get (linearizable); sget (serializable get). Clients are spread\n"
-               "round-robin over the sockets given (one per member).\n");
+  std::fprintf(
+      stderr,
+      "usage: synod-bench --socket PATH [--socket PATH...] [--workload put,get,sget]\n"
+      "                   [--clients 1,64] [--seconds 5] [--value-bytes 100]\n"
+      "                   [--keys 1000] [--json]\n"
+      "       synod-bench --failover ROUNDS --synod PATH --config FILE... [--signal KILL|TERM]\n"
+      "Workloads: put; get (linearizable); sget (serializable get). Clients are spread\n"
+      "round-robin over the sockets given (one per member).\n"
+      "Failover: runs the group itself (one daemon per --config), writes steadily through\n"
+      "every member, kills the leader ROUNDS times and reports how long writes stalled.\n");
   std::exit(2);
 }
 
@@ -219,19 +234,175 @@ Options parse(int argc, char** argv) {
       if (options.keys < 1) usage("--keys must be at least 1");
     } else if (arg == "--json") {
       options.json = true;
+    } else if (arg == "--failover") {
+      options.failoverRounds = static_cast<uint32_t>(parseNumber(next(), "--failover"));
+    } else if (arg == "--synod") {
+      options.synod = next();
+    } else if (arg == "--config") {
+      options.configs.push_back(next());
+    } else if (arg == "--signal") {
+      std::string name = next();
+      if (name == "KILL") {
+        options.killSignal = SIGKILL;
+      } else if (name == "TERM") {
+        options.killSignal = SIGTERM;
+      } else {
+        usage("--signal must be KILL or TERM");
+      }
     } else if (arg == "--help" || arg == "-h") {
       usage(nullptr);
     } else {
       usage(("unknown argument " + arg).c_str());
     }
   }
+  if (options.failoverRounds > 0) {
+    if (options.synod.empty() || options.configs.size() < 3) {
+      usage("--failover needs --synod PATH and --config FILE for each of at least 3 members");
+    }
+    return options;
+  }
   if (options.sockets.empty()) options.sockets.push_back(defaultSocketPath());
   return options;
+}
+
+// --- failover -----------------------------------------------------------------------------
+
+// The `socket:` of a member's YAML config (the tool runs the daemons; it only needs to reach them).
+std::string socketOf(const std::string& config) {
+  std::ifstream in(config);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("socket:", 0) != 0) continue;
+    std::string value = line.substr(7);
+    value.erase(0, value.find_first_not_of(" \t\""));
+    value.erase(value.find_last_not_of(" \t\"") + 1);
+    return value;
+  }
+  usage(("no socket: line in " + config).c_str());
+}
+
+pid_t startDaemon(const std::string& synod, const std::string& config) {
+  pid_t pid = fork();
+  KJ_SYSCALL(pid);
+  if (pid == 0) {
+    std::string log = config + ".log";
+    FILE* out = std::freopen(log.c_str(), "a", stderr);
+    if (out == nullptr) _exit(127);
+    dup2(STDERR_FILENO, STDOUT_FILENO);
+    execl(synod.c_str(), synod.c_str(), "--config", config.c_str(), nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits for `predicate` with the loop running, polling every 10 ms, for at most `seconds`.
+template <typename Predicate>
+bool waitFor(kj::AsyncIoContext& io, double seconds, Predicate&& predicate) {
+  auto end = Clock::now() +
+             std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  while (Clock::now() < end) {
+    if (predicate()) return true;
+    io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  return false;
+}
+
+int runFailover(kj::AsyncIoContext& io, const Options& options) {
+  std::vector<std::string> sockets;
+  std::vector<pid_t> pids;
+  for (const auto& config : options.configs) {
+    sockets.push_back(socketOf(config));
+    pids.push_back(startDaemon(options.synod, config));
+  }
+  std::vector<std::unique_ptr<AsyncClient>> admins;
+  for (const auto& socket : sockets) {
+    admins.push_back(std::make_unique<AsyncClient>(*io.provider, ClientOptions{socket, 500, 500}));
+  }
+  // The member that says it leads.
+  auto leaderIndex = [&]() -> int {
+    for (size_t i = 0; i < admins.size(); ++i) {
+      auto status = admins[i]->status().wait(io.waitScope);
+      if (status.ok() && status->role == "leader") return static_cast<int>(i);
+    }
+    return -1;
+  };
+
+  // Steady writes through every member; remember when each success completed.
+  Options load = options;
+  load.sockets = sockets;
+  load.keys = 100;
+  Clock::time_point far = Clock::now() + std::chrono::hours(24);
+  Outcome sink;
+  std::vector<std::unique_ptr<Worker>> writers;
+  kj::Vector<kj::Promise<void>> running;
+  std::vector<double> stallsMs;
+  int status = 0;
+  if (!waitFor(io, 30, [&] { return leaderIndex() >= 0; })) {
+    std::fprintf(stderr, "synod-bench: the group elected no leader within 30 s\n");
+    status = 1;
+  }
+  for (uint32_t round = 0; status == 0 && round < options.failoverRounds; ++round) {
+    int leader = -1;
+    if (!waitFor(io, 30, [&] { return (leader = leaderIndex()) >= 0; })) {
+      std::fprintf(stderr, "synod-bench: no leader before round %u\n", round + 1);
+      status = 1;
+      break;
+    }
+    // A fresh writer per member per round, so a writer stuck on the killed member does not count.
+    sink = Outcome{};
+    writers.clear();
+    running = kj::Vector<kj::Promise<void>>();
+    for (size_t i = 0; i < sockets.size(); ++i) {
+      if (static_cast<int>(i) == leader) continue;
+      writers.push_back(std::make_unique<Worker>(io, sockets[i], load, "put", i, sink, far));
+      running.add(writers.back()->run().exclusiveJoin(
+          io.provider->getTimer().afterDelay(60 * kj::SECONDS)));
+    }
+    waitFor(io, 0.3, [&] { return false; });  // steady state
+    if (sink.ok == 0) std::fprintf(stderr, "synod-bench: no writes succeeded before the kill\n");
+    auto killedAt = Clock::now();
+    kill(pids[leader], options.killSignal);
+    // Writes are back when a write that started after the kill has succeeded.
+    bool back = waitFor(io, 30, [&] { return sink.latestSuccessStart > killedAt; });
+    double stallMs = std::chrono::duration<double, std::milli>(Clock::now() - killedAt).count();
+    if (!back) {
+      std::fprintf(stderr, "synod-bench: writes did not resume within 30 s of round %u\n",
+                   round + 1);
+      status = 1;
+    }
+    stallsMs.push_back(stallMs);
+    std::fprintf(stderr, "synod-bench: round %u: killed leader %s, writes back after %.0f ms\n",
+                 round + 1, options.configs[leader].c_str(), stallMs);
+    waitpid(pids[leader], nullptr, 0);
+    writers.clear();
+    running = kj::Vector<kj::Promise<void>>();
+    pids[leader] = startDaemon(options.synod, options.configs[leader]);
+    waitFor(io, 10, [&] { return admins[leader]->status().wait(io.waitScope).ok(); });
+  }
+  for (pid_t pid : pids)
+    kill(pid, SIGTERM);
+  for (pid_t pid : pids)
+    waitpid(pid, nullptr, 0);
+  std::sort(stallsMs.begin(), stallsMs.end());
+  if (!stallsMs.empty()) {
+    double median = stallsMs[stallsMs.size() / 2];
+    if (options.json) {
+      std::printf("{\"failoverRounds\":%zu,\"signal\":\"%s\",\"medianMs\":%.1f,\"worstMs\":%.1f}\n",
+                  stallsMs.size(), options.killSignal == SIGKILL ? "KILL" : "TERM", median,
+                  stallsMs.back());
+    } else {
+      std::printf("failover (%s) over %zu rounds: median %.0f ms, worst %.0f ms\n",
+                  options.killSignal == SIGKILL ? "SIGKILL" : "SIGTERM", stallsMs.size(), median,
+                  stallsMs.back());
+    }
+  }
+  return status;
 }
 
 int main(int argc, char** argv) {
   Options options = parse(argc, argv);
   auto io = kj::setupAsyncIo();
+  if (options.failoverRounds > 0) return runFailover(io, options);
   std::fprintf(stderr, "synod-bench: preloading %u keys\n", options.keys);
   preload(io, options);
   if (!options.json) {

@@ -32,5 +32,28 @@ def test_bench_smoke(synod, synodctl, workdir):
     check(daemon.stop() == 0, "daemon did not stop cleanly")
 
 
+def test_failover_smoke(synod, synodctl, workdir):
+    import os
+    bench = sys.argv[4]
+    base = 23000 + (os.getpid() % 400) * 10
+    configs = []
+    for k in (1, 2, 3):
+        path = workdir.file(f"n{k}.yaml")
+        with open(path, "w") as f:
+            f.write(f"cluster_id: failover\nnode: n{k}\npeers:\n")
+            for j in (1, 2, 3):
+                f.write(f"  n{j}: 127.0.0.1:{base + j}\n")
+            f.write(f"data_dir: {workdir.file(f'n{k}', 'data')}\n")
+            f.write(f"socket: {workdir.file(f'n{k}', 'synod.sock')}\n")
+        configs += ["--config", path]
+    p = subprocess.run([bench, "--failover", "2", "--synod", synod, "--json"] + configs,
+                       capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, f"failover run failed: {p.stdout} {p.stderr}")
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    check(result["failoverRounds"] == 2 and result["worstMs"] > 0, f"bad report: {result}")
+    print(f"  failover: median {result['medianMs']:.0f} ms, worst {result['worstMs']:.0f} ms")
+
+
 if __name__ == "__main__":
-    main([("synod-bench smoke", test_bench_smoke)])
+    main([("synod-bench smoke", test_bench_smoke),
+          ("synod-bench failover smoke", test_failover_smoke)])
