@@ -18,7 +18,7 @@ using namespace election;
 
 // Every PeerMessage alternative has an Envelope union member, an encoder and a decoder below.
 // Adding an alternative to election::PeerMessage breaks this until the codec covers it.
-static_assert(std::variant_size_v<PeerMessage> == 13,
+static_assert(std::variant_size_v<PeerMessage> == 14,
               "election::PeerMessage changed: extend peer.capnp and this codec");
 static_assert(std::variant_size_v<PeerEnvelope> == 3);
 
@@ -152,6 +152,11 @@ void encodeCore(peer::Envelope::Builder out, const PeerMessage& message) {
             b.setRequestId(m.requestId);
             b.setOk(m.ok);
             b.setReadIndex(m.readIndex);
+          },
+          [&](const Handoff& m) {
+            auto b = out.initHandoff();
+            setBallot(b.initBallot(), m.ballot);
+            b.setTarget(m.target);
           },
       },
       message);
@@ -305,6 +310,11 @@ class Decoder {
       case peer::Envelope::READ_INDEX_REPLY: {
         auto m = in.getReadIndexReply();
         return PeerMessage(ReadIndexReply{m.getRequestId(), m.getOk(), m.getReadIndex()});
+      }
+      case peer::Envelope::HANDOFF: {
+        auto m = in.getHandoff();
+        return PeerMessage(
+            Handoff{ballot(m.getBallot(), "Handoff"), member(m.getTarget(), "Handoff target")});
       }
       case peer::Envelope::FORWARD: {
         Forward out{commands(in.getForward().getCommands(), "Forward")};

@@ -28,6 +28,7 @@ const char* messageName(const PeerMessage& message) {
                         [](const FetchReply&) { return "FetchReply"; },
                         [](const ReadIndexRequest&) { return "ReadIndexRequest"; },
                         [](const ReadIndexReply&) { return "ReadIndexReply"; },
+                        [](const Handoff&) { return "Handoff"; },
                     },
                     message);
 }

@@ -109,9 +109,17 @@ struct ReadIndexReply {
   Slot readIndex = 0;
 };
 
+// The leader of `ballot` stepped down and gave up its lease (it serves no lease read any more):
+// an acceptor that granted it the lease under this same ballot may release that grant, and
+// `target` may campaign at once instead of waiting for an election timeout.
+struct Handoff {
+  Ballot ballot;
+  MemberIndex target = 0;
+};
+
 using PeerMessage = std::variant<PreVoteRequest, PreVoteReply, Prepare, Promise, Accept, Accepted,
                                  Rejected, Heartbeat, HeartbeatAck, FetchRequest, FetchReply,
-                                 ReadIndexRequest, ReadIndexReply>;
+                                 ReadIndexRequest, ReadIndexReply, Handoff>;
 
 // A short name for logs and traces ("Accept", "Promise", ...).
 const char* messageName(const PeerMessage& message);

@@ -108,6 +108,7 @@ Replica::Replica(const Options& options, const PersistedState& persisted, Prng& 
   electionDeadline_ = options_.memberCount > 1 ? options_.startTimeNs + randomElectionTimeout()
                                                : options_.startTimeNs;
   lastHeardFrom_.assign(options_.memberCount, options_.startTimeNs);
+  peerAckedDecided_.assign(options_.memberCount, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,6 +189,7 @@ void Replica::step(MemberIndex from, const PeerMessage& message, Nanos now) {
                  [&](const FetchReply& m) { onFetchReply(from, m, now); },
                  [&](const ReadIndexRequest& m) { onReadIndexRequest(from, m, now); },
                  [&](const ReadIndexReply& m) { onReadIndexReply(from, m); },
+                 [&](const Handoff& m) { onHandoff(from, m, now); },
              },
              message);
 }
@@ -229,6 +231,39 @@ ReadStart Replica::read(ReadId id, Nanos now) {
     return {ReadStart::PENDING, leader_};
   }
   return {ReadStart::NOT_LEADER, leader_};
+}
+
+bool Replica::transferLeadership(std::optional<MemberIndex> target, Nanos now) {
+  lastNow_ = std::max(lastNow_, now);
+  now = lastNow_;
+  if (role_ != Role::LEADER) return false;
+  auto reachable = [&](MemberIndex peer) {
+    return peer != options_.self && peer < options_.memberCount &&
+           now - lastHeardFrom_[peer] < options_.electionTimeoutNs;
+  };
+  if (target) {
+    if (!reachable(*target)) return false;
+  } else {
+    for (MemberIndex peer = 0; peer < options_.memberCount; ++peer) {
+      if (!reachable(peer)) continue;
+      const bool better = !target || peerAckedDecided_[peer] > peerAckedDecided_[*target] ||
+                          (peerAckedDecided_[peer] == peerAckedDecided_[*target] &&
+                           lastHeardFrom_[peer] > lastHeardFrom_[*target]);
+      if (better) target = peer;
+    }
+    if (!target) return false;
+  }
+  const Ballot ending = ballot_;
+  if (!breaks(RuleBreaker::HANDOFF_KEEPS_LEASE)) {
+    // Gives up the lease before anyone learns of the Handoff: once an acceptor releases its grant
+    // another proposer may win, and this member must no longer serve lease reads by then.
+    becomeFollower(now, true);
+    if (grantedLeaseHolder_ == options_.self && grantedLeaseBallot_ == ending) {
+      grantedLeaseUntil_ = 0;
+    }
+  }
+  broadcast(Handoff{ending, *target}, false);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,6 +638,7 @@ void Replica::onHeartbeat(MemberIndex from, const Heartbeat& m, Nanos now) {
   followLeader(from, m.ballot, now);
   grantedLeaseUntil_ = now + leaseForAcceptorsNs_;
   grantedLeaseHolder_ = from;
+  grantedLeaseBallot_ = m.ballot;
   learnDecided(from, m.ballot, m.decidedSlot, now);
   send(from, HeartbeatAck{m.ballot, m.sequence, decidedSlot_}, false);
 }
@@ -610,6 +646,7 @@ void Replica::onHeartbeat(MemberIndex from, const Heartbeat& m, Nanos now) {
 void Replica::onHeartbeatAck(MemberIndex from, const HeartbeatAck& m, Nanos now) {
   if (role_ != Role::LEADER || m.ballot != ballot_) return;
   lastHeardFrom_[from] = now;
+  peerAckedDecided_[from] = m.decidedSlot;
   for (HeartbeatRound& round : heartbeatRounds_) {
     if (round.sequence != m.sequence) continue;
     round.acks |= bit(from);
@@ -700,6 +737,27 @@ void Replica::onReadIndexReply(MemberIndex from, const ReadIndexReply& m) {
   }
 }
 
+void Replica::onHandoff(MemberIndex from, const Handoff& m, Nanos now) {
+  if (m.ballot.member != from || m.ballot.round == 0 || m.target >= options_.memberCount) {
+    ++ignoredMessages_;
+    return;
+  }
+  noteRound(m.ballot);
+  // Only the grant made to this very leadership: a Handoff delayed past a newer leadership of the
+  // same member must not release the newer grant.
+  if (grantedLeaseHolder_ != from || grantedLeaseBallot_ != m.ballot) return;
+  grantedLeaseUntil_ = 0;
+  if (role_ != Role::FOLLOWER || m.ballot < promised_) return;
+  if (leader_ == from) {
+    leader_.reset();
+    failUnconfirmedFollowerReads();
+  }
+  if (m.target != options_.self) return;
+  // The restart window still holds: a member that may have forgotten a grant waits it out and
+  // then elects itself the ordinary way.
+  if (mayPromiseNewBallot(options_.self, now)) startCampaign(now);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leader
 
@@ -766,6 +824,7 @@ void Replica::sendHeartbeat(Nanos now) {
   // The leader's own acceptor refuses other proposers like any acker.
   grantedLeaseUntil_ = now + leaseForAcceptorsNs_;
   grantedLeaseHolder_ = options_.self;
+  grantedLeaseBallot_ = ballot_;
   if (isMajority(round.acks)) {
     confirmedSequence_ = round.sequence;
     leaseUntil_ = std::max(leaseUntil_, now + leaseDuration());

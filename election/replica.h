@@ -71,6 +71,7 @@ enum class RuleBreaker {
   LEASE_NOT_SHORTENED,                // lease = send time + leaderLease, no drift margin
   LEASE_READ_IGNORES_PROMISED_SLOTS,  // lease reads before the promised slots are decided
   HEARTBEAT_DECIDES_OTHER_BALLOT,     // marks slots decided from any ballot's heartbeat
+  HANDOFF_KEEPS_LEASE,                // sends Handoff but keeps leading, lease included
 };
 
 struct Options {
@@ -210,6 +211,18 @@ class Replica {
   ProposeResult propose(std::string encodedCommand, Nanos now);
   // Starts a linearizable read; its outcome comes in a later Ready. `id` is the caller's.
   ReadStart read(ReadId id, Nanos now);
+  // Leader only: hands leadership to `target`, or else to the most up-to-date peer heard from
+  // within an election timeout (the most recently heard among equals). Returns false, changing
+  // nothing, if this member does not lead or no such peer exists (an explicit target must be a
+  // peer heard from within an election timeout).
+  //
+  // Steps down at once: gives up its lease (no lease read after this call), fails its pending
+  // reads, reports its queued commands in droppedCommands, becomes a follower with no known
+  // leader that counts `now` as leader contact (so it does not campaign itself for an election
+  // timeout), and releases its own acceptor's grant to itself. Then broadcasts Handoff: acceptors
+  // that granted it the lease under this ballot release the grant, and the target campaigns at
+  // once without pre-vote. A lost Handoff costs an ordinary election timeout, nothing more.
+  bool transferLeadership(std::optional<MemberIndex> target, Nanos now);
 
   bool hasReady() const;
   Ready ready();
@@ -283,6 +296,7 @@ class Replica {
   void onFetchReply(MemberIndex from, const FetchReply& m, Nanos now);
   void onReadIndexRequest(MemberIndex from, const ReadIndexRequest& m, Nanos now);
   void onReadIndexReply(MemberIndex from, const ReadIndexReply& m);
+  void onHandoff(MemberIndex from, const Handoff& m, Nanos now);
 
   // Roles.
   void startPreVote(Nanos now);
@@ -343,6 +357,8 @@ class Replica {
   Nanos refusePhase1Until_ = 0;  // the restart window
   Nanos grantedLeaseUntil_ = 0;  // the lease this acceptor granted by acking a heartbeat
   MemberIndex grantedLeaseHolder_ = 0;
+  // The holder's ballot: a Handoff releases the grant only for the leadership it ends.
+  Ballot grantedLeaseBallot_;
   uint64_t highestRoundSeen_ = 0;
 
   // Learner.
@@ -383,6 +399,7 @@ class Replica {
   std::deque<HeartbeatRound> heartbeatRounds_;
   uint64_t confirmedSequence_ = 0;
   std::vector<Nanos> lastHeardFrom_;
+  std::vector<Slot> peerAckedDecided_;  // decided index in each peer's latest HeartbeatAck
 
   // Reads.
   std::deque<LeaderRead> leaderReads_;

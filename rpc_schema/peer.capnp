@@ -107,6 +107,12 @@ struct ReadIndexReply {
   readIndex @2 :UInt64;
 }
 
+# The leader of `ballot` stepped down and gave up its lease; `target` may campaign at once.
+struct Handoff {
+  ballot @0 :Records.Ballot;
+  target @1 :UInt32;  # index in the sorted peer list
+}
+
 # Daemon level: a follower hands commands from its local apps to the member it believes leads.
 struct Forward {
   commands @0 :List(Data);  # encoded records.capnp Commands, at least one
@@ -141,5 +147,6 @@ struct Envelope {
     readIndexReply @13 :ReadIndexReply;
     forward @14 :Forward;
     forwardRefused @15 :ForwardRefused;
+    handoff @16 :Handoff;
   }
 }

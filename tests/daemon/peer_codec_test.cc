@@ -22,7 +22,7 @@ using namespace testing;
 
 // A new election::PeerMessage alternative must get a codec (peer_codec.cc does not compile
 // without one), a sample in peer_samples.h and this count raised.
-static_assert(std::variant_size_v<election::PeerMessage> == 13,
+static_assert(std::variant_size_v<election::PeerMessage> == 14,
               "new peer message: add it to peer.capnp, peer_codec.cc and peer_samples.h");
 
 DecodeLimits threeMembers() {
@@ -182,6 +182,8 @@ TEST_CASE("member indexes are checked against the member count") {
       PeerMessage(HeartbeatAck{Ballot{1, 4}, 1, 0}),
       PeerMessage(FetchReply{1, {LogEntry{1, Ballot{1, 9}, {}}}, 1, 1}),
       ForwardRefused{{"x"}, MemberIndex{3}},
+      PeerMessage(Handoff{Ballot{1, 3}, 0}),
+      PeerMessage(Handoff{Ballot{1, 0}, 3}),
   };
   for (const auto& message : bad) {
     auto frame = encodeEnvelope(message);

@@ -55,6 +55,9 @@ inline bool same(const e::ReadIndexRequest& a, const e::ReadIndexRequest& b) {
 inline bool same(const e::ReadIndexReply& a, const e::ReadIndexReply& b) {
   return a.requestId == b.requestId && a.ok == b.ok && a.readIndex == b.readIndex;
 }
+inline bool same(const e::Handoff& a, const e::Handoff& b) {
+  return a.ballot == b.ballot && a.target == b.target;
+}
 inline bool same(const Forward& a, const Forward& b) {
   return a.commands == b.commands;
 }
@@ -129,6 +132,7 @@ inline std::vector<PeerEnvelope> sampleEnvelopes() {
   core(e::ReadIndexRequest{0xabcdef});
   core(e::ReadIndexReply{0xabcdef, true, 555});
   core(e::ReadIndexReply{1, false, 0});
+  core(e::Handoff{e::Ballot{7, 2}, 1});
   out.emplace_back(Forward{{binary(10, 'q'), binary(3000, 1)}});
   out.emplace_back(ForwardRefused{{binary(10, 'q')}, std::nullopt});
   out.emplace_back(ForwardRefused{{binary(5, 'z'), ""}, e::MemberIndex{2}});

@@ -907,3 +907,165 @@ TEST_CASE("a candidate behind an acceptor's discarded log gives up and fetches")
 
 }  // namespace
 }  // namespace synod::election
+
+namespace synod::election {
+namespace {
+
+TEST_CASE("a hand-off elects the target well within an election timeout") {
+  Group g(3);
+  REQUIRE(g.runUntil([&] { return g.leader() && g[*g.leader()].leaseHeldUntil() > g.now; }));
+  const MemberIndex old = *g.leader();
+  const Ballot oldBallot = g[old].ballot();
+  // Every member has heard the leader recently: only a hand-off can elect someone this soon.
+  g.now += 4 * MS;
+  g.tickAll();
+  g.deliverAll();
+  const MemberIndex target = (old + 2) % 3;
+  const Nanos start = g.now;
+  REQUIRE(g[old].transferLeadership(target, g.now));
+  CHECK(g[old].role() == Role::FOLLOWER);
+  CHECK(g[old].leaseHeldUntil() == 0);
+  CHECK(!g[old].knownLeader());
+  REQUIRE(g.runUntil([&] { return g[target].role() == Role::LEADER; }, 1000 * MS));
+  const Nanos took = g.now - start;
+  MESSAGE("hand-off took ", took / MS, " ms of simulated time");
+  CHECK(took < testOptions(0, 3).electionTimeoutNs / 2);
+  CHECK(g[target].ballot() > oldBallot);
+  REQUIRE(g.runUntil([&] { return g[target].leaseHeldUntil() > g.now; }, 1000 * MS));
+  for (MemberIndex i = 0; i < 3; ++i) {
+    CHECK(g[i].knownLeader() == target);
+    if (i != target) CHECK(g[i].leaseHeldUntil() == 0);
+  }
+  REQUIRE(g[target].propose("after", g.now).status == ProposeResult::QUEUED);
+  REQUIRE(g.runUntil([&] {
+    return !g.applied[old].empty() &&
+           g.applied[old].back().value.commands == std::vector<std::string>{"after"};
+  }));
+}
+
+TEST_CASE("after a hand-off the old leader serves no lease read and drops its queued commands") {
+  for (bool broken : {false, true}) {
+    Options o = testOptions(0, 3);
+    if (broken) o.ruleBreaker = RuleBreaker::HANDOFF_KEEPS_LEASE;
+    Single s(o);
+    Replica& r = *s.replica;
+    Nanos now = 0;
+    const Ballot ballot = electByScript(r, 3, now);
+    auto heartbeats = sentIn<Heartbeat>(drain(r));
+    REQUIRE(heartbeats.size() == 2);
+    r.step(1, HeartbeatAck{ballot, heartbeats[0].second.sequence, 0}, now + 1);
+    r.step(2, HeartbeatAck{ballot, heartbeats[0].second.sequence, 0}, now + 2);
+    REQUIRE(r.leaseHeldUntil() > now + 2);
+    // Window full of nothing: the command waits in the queue until the next ready().
+    REQUIRE(r.propose("queued", now + 3).status == ProposeResult::QUEUED);
+    REQUIRE(r.read(5, now + 3).status == ReadStart::PENDING);
+    // No target named: the most up-to-date peer, the most recently heard among equals.
+    REQUIRE(r.transferLeadership(std::nullopt, now + 3));
+    auto readies = drain(r);
+    auto handoffs = sentIn<Handoff>(readies);
+    REQUIRE(handoffs.size() == 2);
+    for (auto& [to, m] : handoffs) {
+      CHECK(m.ballot == ballot);
+      CHECK(m.target == 2);
+    }
+    if (broken) {
+      CHECK(r.leaseHeldUntil() > now + 3);
+      continue;
+    }
+    CHECK(r.leaseHeldUntil() == 0);
+    CHECK(r.role() == Role::FOLLOWER);
+    std::vector<std::string> dropped;
+    for (const Ready& ready : readies)
+      dropped.insert(dropped.end(), ready.droppedCommands.begin(), ready.droppedCommands.end());
+    CHECK(dropped == std::vector<std::string>{"queued"});
+    auto reads = readsIn(readies);
+    REQUIRE(reads.size() == 1);
+    CHECK(!reads[0].ok);
+    CHECK(reads[0].failure == ReadFailure::NOT_LEADER);
+    CHECK(r.read(6, now + 4).status == ReadStart::NOT_LEADER);
+    // It counts the hand-off as leader contact: no pre-vote of its own before an election timeout.
+    r.tick(now + 3 + o.electionTimeoutNs - 1);
+    CHECK(sentIn<PreVoteRequest>(drain(r)).empty());
+    // It released its own grant: the target's Prepare gets its promise at once.
+    r.step(2, Prepare{{ballot.round + 1, 2}, 1}, now + 4);
+    CHECK(sentIn<Promise>(drain(r)).size() == 1);
+  }
+}
+
+TEST_CASE("a transfer is refused, changing nothing, unless a leader names a reachable peer") {
+  Options o = testOptions(1, 3);
+  Single follower(o);
+  CHECK(!follower.replica->transferLeadership(std::nullopt, 500 * MS));
+  CHECK(!follower.replica->transferLeadership(MemberIndex{0}, 500 * MS));
+
+  Single s(testOptions(0, 3));
+  Replica& r = *s.replica;
+  Nanos now = 0;
+  const Ballot ballot = electByScript(r, 3, now);
+  drain(r);
+  CHECK(!r.transferLeadership(MemberIndex{0}, now));  // itself
+  CHECK(!r.transferLeadership(MemberIndex{3}, now));  // no such member
+  // Nobody heard from within an election timeout.
+  CHECK(!r.transferLeadership(MemberIndex{1}, now + testOptions(0, 3).electionTimeoutNs));
+  CHECK(!r.transferLeadership(std::nullopt, now + testOptions(0, 3).electionTimeoutNs));
+  CHECK(r.role() == Role::LEADER);
+  CHECK(r.ballot() == ballot);
+  CHECK(sentIn<Handoff>(drain(r)).empty());
+}
+
+TEST_CASE("a Handoff releases only the grant made to that leadership") {
+  Options o = testOptions(1, 3);
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(0, Heartbeat{{1, 0}, 1, 0}, now);
+  r.step(0, Prepare{{3, 0}, 1}, now);
+  r.step(0, Heartbeat{{3, 0}, 1, 0}, now);
+  drain(r);
+  // A Handoff from member 0's older leadership, delayed: the newer grant stands, no campaign.
+  r.step(0, Handoff{{1, 0}, 1}, now + 1);
+  CHECK(sentIn<Prepare>(drain(r)).empty());
+  CHECK(r.role() == Role::FOLLOWER);
+  r.step(2, Prepare{{4, 2}, 1}, now + 2);
+  CHECK(sentIn<Promise>(drain(r)).empty());
+  // From someone who holds no grant here: nothing changes either.
+  r.step(2, Handoff{{3, 2}, 1}, now + 3);
+  CHECK(sentIn<Prepare>(drain(r)).empty());
+  r.step(2, Prepare{{4, 2}, 1}, now + 4);
+  CHECK(sentIn<Promise>(drain(r)).empty());
+  CHECK(r.knownLeader() == MemberIndex{0});
+  // Malformed: the ballot is not the sender's, or the target is no member.
+  const uint64_t ignored = r.ignoredMessages();
+  r.step(2, Handoff{{3, 0}, 1}, now + 5);
+  r.step(0, Handoff{{3, 0}, 7}, now + 5);
+  CHECK(r.ignoredMessages() == ignored + 2);
+  r.step(2, Prepare{{4, 2}, 1}, now + 5);
+  CHECK(sentIn<Promise>(drain(r)).empty());
+  // The Handoff that ends the current leadership, naming another member: the grant is released
+  // (that member's Prepare is promised at once) but this member does not campaign.
+  r.step(0, Handoff{{3, 0}, 2}, now + 6);
+  CHECK(sentIn<Prepare>(drain(r)).empty());
+  CHECK(!r.knownLeader());
+  r.step(2, Prepare{{4, 2}, 1}, now + 7);
+  CHECK(sentIn<Promise>(drain(r)).size() == 1);
+}
+
+TEST_CASE("the target of a Handoff campaigns at once, without pre-vote") {
+  Options o = testOptions(1, 3);
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 500 * MS;
+  r.step(0, Heartbeat{{2, 0}, 1, 0}, now);
+  drain(r);
+  r.step(0, Handoff{{2, 0}, 1}, now + 1);
+  auto readies = drain(r);
+  CHECK(sentIn<PreVoteRequest>(readies).empty());
+  auto prepares = sentIn<Prepare>(readies);
+  CHECK(prepares.size() == 2);
+  CHECK(r.role() == Role::CANDIDATE);
+  for (auto& [to, m] : prepares)
+    CHECK(m.ballot == Ballot{3, 1});
+}
+
+}  // namespace
+}  // namespace synod::election

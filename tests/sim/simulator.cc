@@ -211,7 +211,7 @@ struct Stats {
   uint64_t leaderships = 0, slots = 0, writesAcked = 0, readsOk = 0, leaseReads = 0, indexReads = 0,
            followerReads = 0, crashes = 0, partitions = 0, messages = 0, dropped = 0,
            duplicated = 0, calmPeriods = 0, pauses = 0, snapshotNeeded = 0, readsFailed = 0,
-           commits = 0;
+           commits = 0, handoffs = 0, handoffsRefused = 0;
   Nanos worstCalmNs = 0;
 };
 
@@ -230,6 +230,7 @@ RuleBreaker coreBreaker(const std::string& name) {
     return RuleBreaker::LEASE_READ_IGNORES_PROMISED_SLOTS;
   }
   if (name == "heartbeat-decides-other-ballot") return RuleBreaker::HEARTBEAT_DECIDES_OTHER_BALLOT;
+  if (name == "handoff-keeps-lease") return RuleBreaker::HANDOFF_KEEPS_LEASE;
   return RuleBreaker::NONE;
 }
 
@@ -242,7 +243,10 @@ std::string ballotText(const Ballot& b) {
 class Simulator {
  public:
   Simulator(const RunOptions& options, std::ostream& out)
-      : options_(options), out_(out), prng_(options.seed) {
+      : options_(options),
+        out_(out),
+        prng_(options.seed),
+        handoffPrng_(options.seed ^ 0x68616e646f6666ULL) {
     if (options.nodes < 1 || options.nodes > 7) {
       throw std::invalid_argument("--nodes must be between 1 and 7");
     }
@@ -272,6 +276,7 @@ class Simulator {
   void crash(uint32_t index);
   void restart(uint32_t index);
   void fault();
+  void handoff();
   void startPartition();
   void recomputeCuts();
   void calmStart();
@@ -320,6 +325,9 @@ class Simulator {
   RunOptions options_;
   std::ostream& out_;
   Prng prng_;
+  // Hand-off decisions draw from their own stream, so adding them left every other fault of a
+  // seed where it was until the first hand-off.
+  Prng handoffPrng_;
   Params params_{};
   bool dropsSyncedPromise_ = false;
 
@@ -803,6 +811,10 @@ void Simulator::restart(uint32_t index) {
 void Simulator::fault() {
   const uint32_t n = options_.nodes;
   const double pick = prng_.unit();
+  if (handoffPrng_.chance(0.15)) {
+    handoff();
+    return;
+  }
   if (pick < 0.04) {
     // The worst case the lease arithmetic must absorb: the leader's clock at the slow end of the
     // drift bound, everyone else's at the fast end, and then the leader stops.
@@ -870,6 +882,27 @@ void Simulator::fault() {
         break;
       }
     }
+  }
+}
+
+// The leader hands leadership to a named member (sometimes itself or a member it has not heard
+// from, which it must refuse) or to the peer it picks; whatever it does, every invariant holds.
+void Simulator::handoff() {
+  const uint32_t n = options_.nodes;
+  for (uint32_t i = 0; i < n; ++i) {
+    Node& node = nodes_[i];
+    if (!node.up || node.pausedUntil > now_ || node.core->role() != Role::LEADER) continue;
+    std::optional<election::MemberIndex> target;
+    if (handoffPrng_.chance(0.5)) {
+      target = static_cast<election::MemberIndex>(handoffPrng_.uniform(0, n));
+    }
+    const bool moved = node.core->transferLeadership(target, localNow(node));
+    ++(moved ? stats_.handoffs : stats_.handoffsRefused);
+    record(EventKind::FAULT, i, 0,
+           std::string(moved ? "hand-off" : "hand-off refused") +
+               (target ? " to " + std::to_string(*target) : std::string(" to any")));
+    drive(i);
+    return;
   }
 }
 
@@ -1230,7 +1263,8 @@ void Simulator::printSummary(double wallSeconds) {
        << stats_.leaseReads << ", leader index " << stats_.indexReads << ", follower "
        << stats_.followerReads << ") reads_failed=" << stats_.readsFailed
        << " crashes=" << stats_.crashes << " partitions=" << stats_.partitions
-       << " pauses=" << stats_.pauses << " messages=" << stats_.messages
+       << " pauses=" << stats_.pauses << " handoffs=" << stats_.handoffs << " (refused "
+       << stats_.handoffsRefused << ") messages=" << stats_.messages
        << " dropped=" << stats_.dropped << " duplicated=" << stats_.duplicated
        << " calm_periods=" << stats_.calmPeriods
        << " worst_recovery=" << static_cast<double>(stats_.worstCalmNs) / 1e9
@@ -1245,9 +1279,13 @@ void Simulator::printSummary(double wallSeconds) {
 }  // namespace
 
 std::vector<std::string> breakerNames() {
-  return {"acceptor-ignores-promise",          "leader-picks-any-value",
-          "crash-drops-synced-promise",        "lease-not-shortened",
-          "lease-read-ignores-promised-slots", "heartbeat-decides-other-ballot"};
+  return {"acceptor-ignores-promise",
+          "leader-picks-any-value",
+          "crash-drops-synced-promise",
+          "lease-not-shortened",
+          "lease-read-ignores-promised-slots",
+          "heartbeat-decides-other-ballot",
+          "handoff-keeps-lease"};
 }
 
 RunResult runSimulation(const RunOptions& options, std::ostream& out) {

@@ -20,7 +20,7 @@ struct RunOptions {
   uint32_t nodes = 3;
   // Empty, or a rule breaker: acceptor-ignores-promise, leader-picks-any-value,
   // crash-drops-synced-promise, lease-not-shortened, lease-read-ignores-promised-slots,
-  // heartbeat-decides-other-ballot.
+  // heartbeat-decides-other-ballot, handoff-keeps-lease.
   std::string breaker;
   uint32_t traceSteps = 40;  // steps printed on a violation
   bool quiet = false;        // no parameter and statistics lines
