@@ -194,6 +194,37 @@ class Daemon {
     stopping_ = true;
     logNotice("received ", strsignal(signum), ": stopping");
     sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+    // A leader first hands leadership to an up-to-date follower, so the group does not wait an
+    // election timeout for it; it keeps voting and serving until another member leads, or until
+    // two election timeouts passed (the Handoff was lost: the group elects the ordinary way).
+    if (config_.peerNames().size() > 1 && node_->transferLeadership(std::nullopt)) {
+      handoffDeadline_ = bootTimeNow() +
+                         2 * static_cast<Nanos>(config_.electionTimeoutMs) * election::NANOS_PER_MS;
+      auto timer = std::make_unique<uv_timer_t>();
+      uv_timer_init(&loop_, timer.get());
+      timer->data = this;
+      uv_timer_start(
+          timer.get(), [](uv_timer_t* h) { static_cast<Daemon*>(h->data)->pollHandoff(); }, 5, 5);
+      handoffTimer_ = std::move(timer);
+      return;
+    }
+    stopNow();
+  }
+
+  void pollHandoff() {
+    auto leader = node_->knownLeader();
+    const bool handedOver = leader && *leader != node_->self();
+    if (!handedOver && bootTimeNow() < handoffDeadline_) return;
+    if (handedOver) {
+      logNotice("leadership handed over to ", config_.peerNames()[*leader].c_str());
+    } else {
+      logNotice("no other leader known after the hand-off; stopping anyway");
+    }
+    uv_timer_stop(handoffTimer_.get());
+    stopNow();
+  }
+
+  void stopNow() {
     api_->stopAccepting();
     node_->drain();
     // Give the replies of the writes just answered a moment to leave, then close everything.
@@ -213,6 +244,7 @@ class Daemon {
     }
     if (watchdog_) uv_close(reinterpret_cast<uv_handle_t*>(watchdog_.get()), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(stopTimer_.get()), nullptr);
+    if (handoffTimer_) uv_close(reinterpret_cast<uv_handle_t*>(handoffTimer_.get()), nullptr);
     logNotice("stopped cleanly");
   }
 
@@ -228,6 +260,8 @@ class Daemon {
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   std::unique_ptr<uv_timer_t> watchdog_;
   std::unique_ptr<uv_timer_t> stopTimer_;
+  std::unique_ptr<uv_timer_t> handoffTimer_;
+  Nanos handoffDeadline_ = 0;
   bool boundSocket_ = false;
   ino_t boundInode_ = 0;
   bool stopping_ = false;

@@ -408,6 +408,25 @@ void Node::applyEntries(const std::vector<LogEntry>& entries) {
   }
 }
 
+bool Node::transferLeadership(std::optional<MemberIndex> target) {
+  if (draining_) return false;
+  if (!core_->transferLeadership(target, bootTimeNow())) return false;
+  logInfo("handing leadership over", target ? " to " : "",
+          target ? config_.peerNames()[*target].c_str() : "");
+  scheduleFlush();
+  return true;
+}
+
+kj::Promise<std::optional<MemberIndex>> Node::otherLeader(uint32_t timeoutMs) {
+  auto leader = core_->knownLeader();
+  if (leader && *leader != self_) return leader;
+  if (timeoutMs == 0) return std::optional<MemberIndex>();
+  const uint32_t step = std::min<uint32_t>(timeoutMs, 5);
+  return timer_.afterDelay(step * kj::MILLISECONDS).then([this, timeoutMs, step]() {
+    return otherLeader(timeoutMs - step);
+  });
+}
+
 void Node::drain() {
   draining_ = true;
   ticking_ = nullptr;  // no more timers: the loop may end

@@ -119,6 +119,17 @@ class Node : private kj::TaskSet::ErrorHandler {
   const Config& config() const { return config_; }
   Ballot ballot() const { return core_->ballot(); }
   bool isLeader() const { return core_->role() == election::Role::LEADER; }
+  std::optional<MemberIndex> knownLeader() const { return core_->knownLeader(); }
+  MemberIndex self() const { return self_; }
+
+  // Leader only: hands leadership to `target`, or to the most up-to-date reachable peer
+  // (election::Replica::transferLeadership), and sends the Handoff. False, changing nothing, if
+  // this member does not lead, is draining, or no such peer is reachable. Writes queued here go to
+  // the new leader once it is known.
+  bool transferLeadership(std::optional<MemberIndex> target);
+  // Resolves with the leader once a member other than this one is known to lead, or with nullopt
+  // after `timeoutMs`. Polls; never blocks the loop.
+  kj::Promise<std::optional<MemberIndex>> otherLeader(uint32_t timeoutMs);
   NodeStatus status() const;
 
   // Persists everything pending and stops the core's timers; afterwards writes are refused with

@@ -331,6 +331,57 @@ def no_quorum(synod, synodctl, workdir, survivor_leads):
     group.stop_all()
 
 
+def test_sigterm_leader_hands_off(synod, synodctl, workdir):
+    """SIGTERM at the leader: it hands leadership to a follower before it exits, so writes through
+    the followers stall for far less than an election timeout (500 ms)."""
+    group = Group(synod, synodctl, workdir, 3).start()
+    leader = group.leader()
+    followers = [n for n in group.names if n != leader]
+    stop = threading.Event()
+    done = []  # (invoked, answered) of every acknowledged write, monotonic seconds
+    lock = threading.Lock()
+
+    def writer(member):
+        shell = Shell(synodctl, group.socket(member))
+        i = 0
+        while not stop.is_set():
+            i += 1
+            invoke = time.monotonic()
+            reply = shell.call(f"--timeout 3000 put w{member} {i}")
+            if reply is not None and reply.get("ok"):
+                with lock:
+                    done.append((invoke, time.monotonic()))
+            time.sleep(0.002)
+        shell.close()
+
+    threads = [threading.Thread(target=writer, args=(m,), daemon=True) for m in followers]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(done) > 20, 10, "steady writes through the followers")
+    sigterm = time.monotonic()
+    group.daemons[leader].kill(signal.SIGTERM)
+
+    def first_after():
+        with lock:
+            after = [answered for invoked, answered in done if invoked > sigterm]
+        return min(after) if after else None
+    answered = wait_until(first_after, 10, "a write invoked after SIGTERM to succeed")
+    stall = answered - sigterm
+    code = group.daemons[leader].wait()
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    print(f"  SIGTERM to {leader}: first write invoked after it succeeded {stall * 1000:.0f} ms "
+          f"later (election timeout 500 ms); {leader} exited with {code}")
+    check(code == 0, f"{leader} did not stop cleanly: {code}")
+    log = group.daemons[leader].read_log()
+    check("leadership handed over to" in log, f"{leader} did not hand over:\n{log[-2000:]}")
+    check(stall < 2.0, f"writes stalled {stall:.2f}s after SIGTERM at the leader")
+    new_leader = group.leader(among=followers, not_=leader)
+    print(f"  new leader {new_leader}")
+    group.stop_all()
+
+
 if __name__ == "__main__":
     if not LINCHECK:
         print(__doc__, file=sys.stderr)
@@ -344,4 +395,5 @@ if __name__ == "__main__":
         ("restart everything", test_restart_everything),
         ("no quorum at a follower", test_no_quorum),
         ("no quorum at the leader", test_no_quorum_at_leader),
+        ("sigterm leader hands off", test_sigterm_leader_hands_off),
     ])
