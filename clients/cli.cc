@@ -49,6 +49,7 @@ const std::vector<CommandSpec>& commandSpecs() {
        0,
        0},
       {"status", "status", {}, 0, 0},
+      {"transfer-leader", "transfer-leader [NAME]", {}, 0, 1},
       {"shell", "shell", {}, 0, 0},
       {"help", "help", {}, 0, 1},
       {"version", "version", {}, 0, 0},
@@ -76,7 +77,7 @@ std::string usageOf(const CommandSpec& spec) {
 
 const char GENERAL_USAGE[] =
     "usage: synodctl [--socket PATH] [--json] [--timeout MS] COMMAND ARGS...\n"
-    "commands: get put del list txn status shell help version";
+    "commands: get put del list txn status transfer-leader shell help version";
 
 constexpr uint64_t MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 
@@ -181,6 +182,13 @@ ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
     invocation.command = std::move(command);
   } else if (name == "status") {
     invocation.command = StatusCommand{};
+  } else if (name == "transfer-leader") {
+    TransferLeaderCommand command;
+    if (!args.empty()) {
+      if (args[0].empty()) return fail("transfer-leader: empty member name", &spec);
+      command.target = args[0];
+    }
+    invocation.command = std::move(command);
   } else if (name == "shell") {
     invocation.command = ShellCommand{};
   } else if (name == "help") {
@@ -520,6 +528,12 @@ Commands:
   status
       This member's view of the group: role, ballot, leader, decided and applied slot,
       revision, and a table of the members.
+  transfer-leader [NAME]
+      Ask the member at --socket, which must lead, to hand leadership to NAME (default: the
+      most up-to-date reachable follower) and wait until another member leads (up to
+      --timeout). Prints the new leader. Exit status 3 (UNAVAILABLE) when that member does not
+      lead (the error and the JSON "leader" name the leader it knows) or cannot reach NAME;
+      2 for an unknown NAME; 4 (TIMEOUT) when no other member was seen leading in time.
   shell
       Read commands from stdin, one per line, split into words by POSIX shell quoting rules
       ('...' literal; "..." with \" \\ \$ \` escapes; \ quotes the next character outside
@@ -540,6 +554,7 @@ JSON fields (--json and shell):
   status       member, role, ballot {round, member}, leader (null when unknown), decidedSlot,
                appliedSlot, members [{name, address, role, reachable, lagSlots}], clusterId,
                incarnation, dbSizeBytes, storeLimitBytes, version, uptimeMs
+  transfer-leader  leader (the new leader; on failure the leader known, or null)
   Keys and values that are not valid UTF-8 are given in base64 as key_b64 / value_b64.
   Codes: NOT_FOUND COMPARE_FAILED NO_QUORUM TIMEOUT INVALID_ARGUMENT NO_SPACE UNAVAILABLE
          INTERNAL
@@ -732,6 +747,25 @@ Rendered renderTxn(const TxnCommand&, const Result<TxnReply>& result,
       "SUCCEEDED (revision " + std::to_string(result.header.revision) + ")\n", {}, EXIT_OK};
 }
 
+Rendered renderTransferLeader(const TransferLeaderCommand& command,
+                              const Result<TransferReply>& result, const RenderOptions& options) {
+  auto leaderField = [&](JsonWriter& json) {
+    json.key("leader");
+    if (result->leader.empty()) {
+      json.null();
+    } else {
+      json.string(result->leader);
+    }
+  };
+  if (!result.ok()) return renderFailure(result, options, {}, leaderField);
+  if (options.json) return renderSuccessJson(result, leaderField);
+  std::string line = "leader: " + displayText(result->leader) + "\n";
+  if (!command.target.empty() && command.target != result->leader) {
+    line += "(asked for " + displayText(command.target) + ")\n";
+  }
+  return Rendered{line, {}, EXIT_OK};
+}
+
 Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& options) {
   if (!result.ok()) return renderFailure(result, options);
   const StatusInfo& info = *result;
@@ -885,6 +919,10 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty) {
   }
   if (std::holds_alternative<StatusCommand>(command)) {
     return renderStatus(client.status(timeoutMs), options);
+  }
+  if (auto* transfer = std::get_if<TransferLeaderCommand>(&command)) {
+    return renderTransferLeader(*transfer, client.transferLeader(transfer->target, timeoutMs),
+                                options);
   }
   if (std::holds_alternative<HelpCommand>(command)) return renderHelp(options);
   if (std::holds_alternative<VersionCommand>(command)) return renderVersion(options);

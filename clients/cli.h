@@ -57,12 +57,16 @@ struct TxnCommand {
 };
 
 struct StatusCommand {};
+struct TransferLeaderCommand {
+  std::string target;  // empty: any up-to-date follower
+};
 struct ShellCommand {};
 struct HelpCommand {};
 struct VersionCommand {};
 
-using Command = std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand,
-                             StatusCommand, ShellCommand, HelpCommand, VersionCommand>;
+using Command =
+    std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand, StatusCommand,
+                 TransferLeaderCommand, ShellCommand, HelpCommand, VersionCommand>;
 
 struct Invocation {
   GlobalOptions global;
@@ -119,6 +123,8 @@ Rendered renderList(const ListCommand& command, const Result<ListReply>& result,
 Rendered renderTxn(const TxnCommand& command, const Result<TxnReply>& result,
                    const RenderOptions& options);
 Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& options);
+Rendered renderTransferLeader(const TransferLeaderCommand& command,
+                              const Result<TransferReply>& result, const RenderOptions& options);
 
 /// Runs one parsed command (not `shell`) against `client` and renders its reply.
 Rendered execute(Client& client, const Invocation& invocation, bool tty);

@@ -500,6 +500,21 @@ kj::Promise<Result<StatusInfo>> AsyncClient::status(uint32_t timeoutMs) {
   });
 }
 
+kj::Promise<Result<TransferReply>> AsyncClient::transferLeader(std::string target,
+                                                               uint32_t timeoutMs) {
+  return call<TransferReply>(timeoutMs, [target = std::move(target)](Connection& conn,
+                                                                     uint32_t timeout) {
+    auto request = conn.admin.transferLeaderRequest();
+    request.setTarget(target);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Admin::TransferLeaderResults>&& response) {
+      auto result = answeredResult<TransferReply>(response);
+      result.reply.leader = toString(response.getLeader());
+      return result;
+    });
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client
 
@@ -540,6 +555,10 @@ Result<TxnReply> Client::txn(const Txn& txn, WriteOptions opts) {
 
 Result<StatusInfo> Client::status(uint32_t timeoutMs) {
   return client->status(timeoutMs).wait(*scope);
+}
+
+Result<TransferReply> Client::transferLeader(std::string_view target, uint32_t timeoutMs) {
+  return client->transferLeader(std::string(target), timeoutMs).wait(*scope);
 }
 
 }  // namespace synod::clients

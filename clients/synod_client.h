@@ -134,6 +134,12 @@ struct StatusInfo {
   uint32_t callerGid = 0;
 };
 
+struct TransferReply {
+  /// ok: the member now leading. Also on UNAVAILABLE when the member asked does not lead: the
+  /// leader it knows (empty when none).
+  std::string leader;
+};
+
 /// One condition of a transaction: `target(key) op operand`. A missing key has version 0,
 /// createRevision 0 and modRevision 0.
 struct Compare {
@@ -231,6 +237,12 @@ class AsyncClient {
   /// failure branch ran.
   kj::Promise<Result<TxnReply>> txn(Txn txn, WriteOptions opts = {});
   kj::Promise<Result<StatusInfo>> status(uint32_t timeoutMs = 0);
+  /// Asks the member this client talks to, which must lead, to hand leadership to `target` (a
+  /// member name; empty = any up-to-date follower). OK once another member leads (reply.leader);
+  /// UNAVAILABLE when the member does not lead (reply.leader names the leader it knows) or cannot
+  /// reach the target; INVALID_ARGUMENT for an unknown name; TIMEOUT when no other member was
+  /// known to lead in time.
+  kj::Promise<Result<TransferReply>> transferLeader(std::string target, uint32_t timeoutMs = 0);
 
   /// The bootstrap capability, connecting first if needed, for API not wrapped here. Rejects with
   /// the connect error.
@@ -275,6 +287,7 @@ class Client {
   Result<ListReply> list(std::string_view prefix, ListOptions opts = {});
   Result<TxnReply> txn(const Txn& txn, WriteOptions opts = {});
   Result<StatusInfo> status(uint32_t timeoutMs = 0);
+  Result<TransferReply> transferLeader(std::string_view target, uint32_t timeoutMs = 0);
 
   /// The promise face on the same connection, and the wait scope to wait on its promises.
   AsyncClient& async() { return *client; }

@@ -248,6 +248,65 @@ class AdminService final : public rpc::Admin::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> transferLeader(TransferLeaderContext context) override {
+    auto params = context.getParams();
+    auto results = context.getResults();
+    KJ_IF_MAYBE (bad, checkTimeout(params.getTimeoutMs())) {
+      refuse(results, node_, StatusCode::INVALID_ARGUMENT, *bad);
+      return kj::READY_NOW;
+    }
+    const std::vector<std::string> names = node_.config().peerNames();
+    const std::string self = node_.config().node;
+    std::optional<MemberIndex> target;
+    const std::string wanted = params.getTarget();
+    if (!wanted.empty()) {
+      for (MemberIndex i = 0; i < names.size(); ++i) {
+        if (names[i] == wanted) target = i;
+      }
+      if (!target) {
+        std::string all;
+        for (const std::string& name : names)
+          all += (all.empty() ? "" : ", ") + name;
+        refuse(results, node_, StatusCode::INVALID_ARGUMENT,
+               kj::str("unknown member '", wanted, "'; the members are ", all));
+        return kj::READY_NOW;
+      }
+    }
+    const auto known = node_.knownLeader();
+    if (known) results.setLeader(names[*known]);
+    if (!node_.isLeader()) {
+      refuse(results, node_, StatusCode::UNAVAILABLE,
+             known ? kj::str(self, " does not lead; ask the leader, ", names[*known])
+                   : kj::str(self, " does not lead and knows no leader"));
+      return kj::READY_NOW;
+    }
+    if (target && *target == node_.self()) {
+      refuse(results, node_, StatusCode::OK, "");  // it leads already
+      return kj::READY_NOW;
+    }
+    if (!node_.transferLeadership(target)) {
+      refuse(results, node_, StatusCode::UNAVAILABLE,
+             target ? kj::str(wanted, " has not been heard from within an election timeout")
+                    : kj::str("no follower has been heard from within an election timeout"));
+      return kj::READY_NOW;
+    }
+    const uint32_t timeoutMs =
+        params.getTimeoutMs() == 0 ? Node::DEFAULT_TIMEOUT_MS : params.getTimeoutMs();
+    return node_.otherLeader(timeoutMs).then(
+        [this, context, names, timeoutMs](std::optional<MemberIndex> leader) mutable {
+          auto results = context.getResults();
+          if (leader) {
+            results.setLeader(names[*leader]);
+            refuse(results, node_, StatusCode::OK, "");
+          } else {
+            refuse(results, node_, StatusCode::TIMEOUT,
+                   kj::str("this member stepped down but no other member was known to lead "
+                           "within ",
+                           timeoutMs, " ms"));
+          }
+        });
+  }
+
  private:
   Node& node_;
   PeerCredentials caller_;

@@ -149,4 +149,12 @@ struct StatusInfo {
 
 interface Admin {
   status @0 (timeoutMs :UInt32) -> (status :Status, header :Header, info :StatusInfo);
+
+  # Hands leadership from this member, which must lead, to `target` (a member name; empty = the
+  # most up-to-date reachable follower) and answers once another member is known to lead (ok,
+  # `leader` names it) or with timeout after timeoutMs (0 = the default). unavailable when this
+  # member does not lead (`leader` names the leader it knows, if any) or cannot reach the target;
+  # invalidArgument for an unknown name.
+  transferLeader @1 (target :Text, timeoutMs :UInt32)
+      -> (status :Status, header :Header, leader :Text);
 }

@@ -217,6 +217,27 @@ TEST_CASE("status, shell") {
   CHECK(contains(usageError({"shell", "x"}), "expected 0 arguments"));
 }
 
+TEST_CASE("transfer-leader takes an optional member name") {
+  CHECK(commandOf<TransferLeaderCommand>({"transfer-leader"}).target.empty());
+  CHECK(commandOf<TransferLeaderCommand>({"transfer-leader", "n2"}).target == "n2");
+  CHECK(contains(usageError({"transfer-leader", "n1", "n2"}), "expected 0 or 1 arguments"));
+  CHECK(contains(usageError({"transfer-leader", ""}), "empty member name"));
+}
+
+TEST_CASE("transfer-leader output names the leader, also when refused") {
+  Result<TransferReply> moved = answered(Code::OK, TransferReply{"n3"});
+  CHECK(contains(renderTransferLeader({"n3"}, moved, JSON).out, R"("leader":"n3")"));
+  CHECK(renderTransferLeader({"n3"}, moved, HUMAN).out == "leader: n3\n");
+  Result<TransferReply> refused = answered(Code::UNAVAILABLE, TransferReply{"n1"});
+  Rendered json = renderTransferLeader({}, refused, JSON);
+  CHECK(contains(json.out, R"("leader":"n1")"));
+  CHECK(contains(json.out, R"("ok":false)"));
+  CHECK(json.exitCode == 3);
+  Result<TransferReply> none = answered(Code::TIMEOUT, TransferReply{});
+  CHECK(contains(renderTransferLeader({}, none, JSON).out, R"("leader":null)"));
+  CHECK(renderTransferLeader({}, none, JSON).exitCode == 4);
+}
+
 TEST_CASE("shell lines: no --socket, no nested shell, defaults carry over") {
   GlobalOptions defaults{"/s.sock", false, 900};
   Invocation invocation = parse({"get", "k"}, ParseMode::SHELL_LINE, defaults);

@@ -382,6 +382,38 @@ def test_sigterm_leader_hands_off(synod, synodctl, workdir):
     group.stop_all()
 
 
+def test_transfer_leader(synod, synodctl, workdir):
+    """synodctl transfer-leader NAME moves leadership to NAME; elsewhere it is refused."""
+    import json
+    group = Group(synod, synodctl, workdir, 3).start()
+    leader = group.leader()
+    target = next(n for n in group.names if n != leader)
+    other = next(n for n in group.names if n not in (leader, target))
+
+    def ctl(member, *args):
+        p = subprocess.run([synodctl, "--socket", group.socket(member), "--json", "--timeout",
+                            "3000", *args], capture_output=True, text=True, timeout=30)
+        return p.returncode, json.loads(p.stdout) if p.stdout.strip() else None
+
+    code, reply = ctl(other, "transfer-leader", target)
+    check(code == 3 and reply["leader"] == leader, f"at a follower: {code} {reply}")
+    code, reply = ctl(leader, "transfer-leader", "nobody")
+    check(code == 2 and reply["code"] == "INVALID_ARGUMENT", f"unknown name: {code} {reply}")
+    started = time.monotonic()
+    code, reply = ctl(leader, "transfer-leader", target)
+    took = time.monotonic() - started
+    check(code == 0 and reply["leader"] == target, f"transfer to {target}: {code} {reply}")
+    print(f"  transfer-leader {leader} -> {target} answered in {took * 1000:.0f} ms")
+    check(group.leader(not_=leader) == target, "the group does not agree on the new leader")
+    shell = Shell(synodctl, group.socket(leader))
+    check(shell.call("put moved yes").get("ok"), "a write through the old leader failed")
+    shell.close()
+    # And back, naming no one: some member other than the current leader takes over.
+    code, reply = ctl(target, "transfer-leader")
+    check(code == 0 and reply["leader"] != target, f"transfer to any: {code} {reply}")
+    group.stop_all()
+
+
 if __name__ == "__main__":
     if not LINCHECK:
         print(__doc__, file=sys.stderr)
@@ -396,4 +428,5 @@ if __name__ == "__main__":
         ("no quorum at a follower", test_no_quorum),
         ("no quorum at the leader", test_no_quorum_at_leader),
         ("sigterm leader hands off", test_sigterm_leader_hands_off),
+        ("transfer leader", test_transfer_leader),
     ])
