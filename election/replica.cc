@@ -161,6 +161,13 @@ void Replica::tick(Nanos now) {
             send(peer, PreVoteRequest{preVoteRound_, decidedSlot_}, false);
           }
         }
+      } else if (handoffBallot_ && now < handoffUntil_) {
+        if (promised_ != *handoffBallot_ || leader_) {
+          handoffBallot_.reset();
+        } else if (mayPromiseNewBallot(options_.self, now)) {
+          handoffBallot_.reset();
+          startCampaign(now);
+        }
       } else if (now >= electionDeadline_) {
         startPreVote(now);
       }
@@ -409,6 +416,7 @@ void Replica::startPreVote(Nanos now) {
 
 void Replica::startCampaign(Nanos now) {
   preVoting_ = false;
+  handoffBallot_.reset();
   ballot_ = Ballot{std::max(promised_.round, highestRoundSeen_) + 1, options_.self};
   role_ = Role::CANDIDATE;
   leader_.reset();
@@ -753,9 +761,14 @@ void Replica::onHandoff(MemberIndex from, const Handoff& m, Nanos now) {
     failUnconfirmedFollowerReads();
   }
   if (m.target != options_.self) return;
-  // The restart window still holds: a member that may have forgotten a grant waits it out and
-  // then elects itself the ordinary way.
-  if (mayPromiseNewBallot(options_.self, now)) startCampaign(now);
+  // The restart window still holds: a member that may have forgotten a grant waits it out, then
+  // campaigns (tick).
+  if (mayPromiseNewBallot(options_.self, now)) {
+    startCampaign(now);
+  } else {
+    handoffBallot_ = m.ballot;
+    handoffUntil_ = now + options_.electionTimeoutNs;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -377,6 +377,11 @@ class Replica {
   Nanos lastLeaderContact_ = 0;
   Nanos electionDeadline_ = 0;
   Nanos electionDraw_ = 0;  // the last randomized election timeout
+  // A Handoff named this member while its restart window refused Phase 1: it campaigns once the
+  // window ends, if it still promised only that leadership's ballot and knows no leader, until
+  // `handoffUntil_` (an election timeout after the Handoff; then the ordinary election takes over).
+  std::optional<Ballot> handoffBallot_;
+  Nanos handoffUntil_ = 0;
   bool preVoting_ = false;
   uint64_t preVoteRound_ = 0;
   uint64_t preVoteGrants_ = 0;

@@ -1067,5 +1067,44 @@ TEST_CASE("the target of a Handoff campaigns at once, without pre-vote") {
     CHECK(m.ballot == Ballot{3, 1});
 }
 
+TEST_CASE("a Handoff target in its restart window campaigns as soon as the window ends") {
+  Options o = testOptions(1, 3);
+  o.startTimeNs = 1000 * MS;
+  Single s(o);
+  Replica& r = *s.replica;
+  const Nanos start = o.startTimeNs;
+  const Nanos window =
+      static_cast<Nanos>(std::ceil(static_cast<double>(o.leaderLeaseNs) * (1 + o.maxClockDrift)));
+  r.step(0, Heartbeat{{2, 0}, 1, 0}, start + 5 * MS);
+  drain(r);
+  r.step(0, Handoff{{2, 0}, 1}, start + 6 * MS);
+  CHECK(sentIn<Prepare>(drain(r)).empty());
+  r.tick(start + window - 1);
+  CHECK(sentIn<Prepare>(drain(r)).empty());
+  r.tick(start + window);
+  auto readies = drain(r);
+  CHECK(sentIn<PreVoteRequest>(readies).empty());
+  CHECK(sentIn<Prepare>(readies).size() == 2);
+  CHECK(r.role() == Role::CANDIDATE);
+}
+
+TEST_CASE("a deferred hand-off campaign is dropped once another leadership shows up") {
+  Options o = testOptions(1, 3);
+  o.startTimeNs = 1000 * MS;
+  Single s(o);
+  Replica& r = *s.replica;
+  const Nanos start = o.startTimeNs;
+  r.step(0, Heartbeat{{2, 0}, 1, 0}, start + 5 * MS);
+  r.step(0, Handoff{{2, 0}, 1}, start + 6 * MS);
+  drain(r);
+  r.step(2, Heartbeat{{3, 2}, 1, 0}, start + 7 * MS);  // member 2 leads now
+  drain(r);
+  // Past the restart window, within the election timeout of member 2's heartbeat.
+  r.tick(start + 45 * MS);
+  CHECK(sentIn<Prepare>(drain(r)).empty());
+  CHECK(r.role() == Role::FOLLOWER);
+  CHECK(r.knownLeader() == MemberIndex{2});
+}
+
 }  // namespace
 }  // namespace synod::election
