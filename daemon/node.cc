@@ -468,6 +468,11 @@ NodeStatus Node::status() const {
     member.role = isLeaderMember ? "leader" : (isSelf ? status.role : "follower");
     member.reachable = isSelf || (outbox_ != nullptr && outbox_->connected(i));
     if (!member.reachable) member.role = "unknown";
+    // Only the leader knows how far each follower is behind.
+    if (isLeader() && !isSelf) {
+      Slot peerDecided = core_->peerDecidedSlot(static_cast<MemberIndex>(i));
+      member.lagSlots = status.decidedSlot > peerDecided ? status.decidedSlot - peerDecided : 0;
+    }
     status.members.push_back(std::move(member));
   }
   return status;

@@ -241,6 +241,11 @@ class Replica {
   // Local time until which this member holds the leader lease; 0 when it holds none.
   Nanos leaseHeldUntil() const { return role_ == Role::LEADER ? leaseUntil_ : 0; }
   size_t queuedCommands() const { return queue_.size(); }
+  // The decided index `peer` reported in its latest HeartbeatAck to this member while it led
+  // (0 if none): how far behind a follower is, as the leader last heard.
+  Slot peerDecidedSlot(MemberIndex peer) const {
+    return peer < peerAckedDecided_.size() ? peerAckedDecided_[peer] : 0;
+  }
   uint64_t ignoredMessages() const { return ignoredMessages_; }
 
  private:

@@ -282,6 +282,28 @@ def test_paused_leader_steps_down(synod, synodctl, workdir):
     group.stop_all()
 
 
+def test_lag_of_a_paused_follower(synod, synodctl, workdir):
+    group = Group(synod, synodctl, workdir, 3).start()
+    leader = group.leader()
+    follower = next(n for n in group.names if n != leader)
+    group.daemons[follower].kill(signal.SIGSTOP)
+    try:
+        shell = Shell(synodctl, group.socket(leader))
+        for i in range(30):
+            check(shell.call(f"put lag{i} x").get("ok"), "put failed with one follower paused")
+        shell.close()
+        time.sleep(0.2)  # a heartbeat round
+        lag = {m["name"]: m["lagSlots"] for m in group.status(leader)["members"]}
+        print(f"  lag while {follower} is paused: {lag}")
+        check(lag[follower] >= 30, f"the leader does not see {follower} behind: {lag}")
+    finally:
+        group.daemons[follower].kill(signal.SIGCONT)
+    wait_until(lambda: {m["name"]: m["lagSlots"]
+                        for m in group.status(leader)["members"]}[follower] == 0,
+               10, f"{follower} to catch up")
+    group.stop_all()
+
+
 def test_restart_everything(synod, synodctl, workdir):
     group = Group(synod, synodctl, workdir, 3).start()
     group.leader()
@@ -424,6 +446,7 @@ if __name__ == "__main__":
         ("kill leader during writes", test_kill_leader_during_writes),
         ("follower restart", test_follower_restart),
         ("paused leader steps down", test_paused_leader_steps_down),
+        ("lag of a paused follower", test_lag_of_a_paused_follower),
         ("restart everything", test_restart_everything),
         ("no quorum at a follower", test_no_quorum),
         ("no quorum at the leader", test_no_quorum_at_leader),
