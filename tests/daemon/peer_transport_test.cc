@@ -3,6 +3,7 @@
 // configs name the ports the kernel chose, so parallel runs never collide.
 
 #include "daemon/peer_transport.h"
+#include "tests/daemon/uv_run_until.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -39,29 +40,10 @@ double msSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-// Runs the loop until `done()` holds (checked before every poll), or `guardMs` pass. Returns
-// done(). With `keepAlive` false the guard timer is unreferenced: the loop also returns once it
-// runs out of work.
+// Runs the loop until `done()` holds or `guardMs` pass (see runLoopUntil).
 bool runUntil(uv_loop_t* loop, std::function<bool()> done, int guardMs = 20000,
               bool keepAlive = true) {
-  if (done()) return true;
-  uv_prepare_t check;
-  uv_prepare_init(loop, &check);
-  check.data = &done;
-  uv_prepare_start(&check, [](uv_prepare_t* handle) {
-    if ((*static_cast<std::function<bool()>*>(handle->data))()) uv_stop(handle->loop);
-  });
-  uv_unref(reinterpret_cast<uv_handle_t*>(&check));
-  uv_timer_t guard;
-  uv_timer_init(loop, &guard);
-  uv_timer_start(
-      &guard, [](uv_timer_t* handle) { uv_stop(handle->loop); }, guardMs, 0);
-  if (!keepAlive) uv_unref(reinterpret_cast<uv_handle_t*>(&guard));
-  uv_run(loop, UV_RUN_DEFAULT);
-  uv_close(reinterpret_cast<uv_handle_t*>(&check), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
-  uv_run(loop, UV_RUN_NOWAIT);  // runs the close callbacks: the handles live on this stack
-  return done();
+  return testing::runLoopUntil(loop, std::move(done), guardMs, keepAlive);
 }
 
 // Runs the loop for `ms` whatever happens.

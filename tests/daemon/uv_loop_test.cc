@@ -2,6 +2,7 @@
 // uv_run(); KJ's own wait() is used only where the test is about wait() itself.
 
 #include "daemon/uv_loop.h"
+#include "tests/daemon/uv_run_until.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -83,31 +84,10 @@ class TempDir {
   std::string path;
 };
 
-// Runs the loop until `done()` holds (checked before every poll, i.e. after KJ ran), the loop runs
-// out of work, or `guardMs` pass. Returns done(). The guard timer is referenced only with
-// `keepAlive`, for work that arrives from other threads.
+// Runs the loop until `done()` holds or `guardMs` pass (see runLoopUntil).
 bool runUntil(uv_loop_t* loop, std::function<bool()> done, int guardMs = 20000,
               bool keepAlive = false) {
-  if (done()) return true;
-  uv_prepare_t check;
-  uv_prepare_init(loop, &check);
-  check.data = &done;
-  uv_prepare_start(&check, [](uv_prepare_t* handle) {
-    if ((*static_cast<std::function<bool()>*>(handle->data))()) uv_stop(handle->loop);
-  });
-  uv_unref(reinterpret_cast<uv_handle_t*>(&check));
-  uv_timer_t guard;
-  uv_timer_init(loop, &guard);
-  uv_timer_start(
-      &guard, [](uv_timer_t* handle) { uv_stop(handle->loop); }, guardMs, 0);
-  if (!keepAlive) uv_unref(reinterpret_cast<uv_handle_t*>(&guard));
-
-  uv_run(loop, UV_RUN_DEFAULT);
-
-  uv_close(reinterpret_cast<uv_handle_t*>(&check), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
-  uv_run(loop, UV_RUN_NOWAIT);  // runs the close callbacks: the handles live on this stack
-  return done();
+  return testing::runLoopUntil(loop, std::move(done), guardMs, keepAlive);
 }
 
 // Runs uv_run(UV_RUN_DEFAULT) and reports whether it returned by itself, i.e. no referenced
