@@ -189,11 +189,9 @@ struct Field {
   }
 };
 
-std::string shown(std::string_view text) {
-  constexpr size_t MAX_SHOWN = 60;
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size() && i < MAX_SHOWN; ++i) {
-    unsigned char c = static_cast<unsigned char>(text[i]);
+// Appends `text` with quotes, backslashes and control bytes escaped (\x..).
+void appendEscaped(std::string& out, std::string_view text) {
+  for (unsigned char c : text) {
     if (c == '"' || c == '\\') {
       out += '\\';
       out += static_cast<char>(c);
@@ -205,6 +203,12 @@ std::string shown(std::string_view text) {
       out += static_cast<char>(c);
     }
   }
+}
+
+std::string shown(std::string_view text) {
+  constexpr size_t MAX_SHOWN = 60;
+  std::string out = "\"";
+  appendEscaped(out, text.substr(0, MAX_SHOWN));
   if (text.size() > MAX_SHOWN) out += "...";
   return out + "\"";
 }
@@ -672,18 +676,7 @@ Yaml parseYaml(std::string_view text, const std::string& sourceName) {
 
 void appendQuoted(std::string& out, std::string_view text) {
   out += '"';
-  for (unsigned char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      char buffer[8];
-      snprintf(buffer, sizeof buffer, "\\x%02x", c);
-      out += buffer;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
+  appendEscaped(out, text);
   out += '"';
 }
 
