@@ -59,6 +59,12 @@ class TransportOutbox final : public PeerOutbox {
                           std::optional<MemberIndex> leaderHint) override {
     transport_.send(to, PeerEnvelope(ForwardRefused{std::move(commands), leaderHint}));
   }
+  void sendSnapshotRequest(MemberIndex to, SnapshotRequest request) override {
+    transport_.send(to, PeerEnvelope(request));
+  }
+  void sendSnapshotChunk(MemberIndex to, SnapshotChunk chunk) override {
+    transport_.send(to, PeerEnvelope(std::move(chunk)));
+  }
   bool connected(MemberIndex peer) const override { return transport_.connected(peer); }
 
  private:
@@ -133,6 +139,10 @@ class Daemon {
             node_->onPeerMessage(from, body);
           } else if constexpr (std::is_same_v<Body, Forward>) {
             node_->onForward(from, std::move(body.commands));
+          } else if constexpr (std::is_same_v<Body, SnapshotRequest>) {
+            node_->onSnapshotRequest(from, body);
+          } else if constexpr (std::is_same_v<Body, SnapshotChunk>) {
+            node_->onSnapshotChunk(from, std::move(body));
           } else {
             node_->onForwardRefused(std::move(body.commands), body.leaderHint);
           }

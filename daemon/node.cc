@@ -69,6 +69,7 @@ election::Options Node::coreOptions(uint64_t memberCount) const {
   // A group of one has nobody to catch up.
   options.retainedLogSlots = memberCount == 1 ? 0 : RETAINED_LOG_SLOTS;
   options.startTimeNs = bootTimeNow();
+  options.recovering = store_.startState().recovering;
   return options;
 }
 
@@ -95,6 +96,12 @@ void Node::loadState() {
   logInfo("state loaded: ", state_.keyCount(), " keys at revision ", state_.revision(),
           ", applied slot ", state_.appliedSlot(), ", ", votes,
           " votes above it to be decided again, incarnation ", incarnation_);
+  if (core_->recovering()) {
+    logNotice(
+        "the data dir was empty at the start of this member's recovery: it votes only once a "
+        "majority of the other members confirm the group is new, or once it caught up "
+        "with what they hold");
+  }
 }
 
 // --- timers --------------------------------------------------------------------------------
@@ -120,6 +127,7 @@ void Node::onTick() {
   for (uint64_t sequence : due)
     submit(sequence, now);
   restartReads(now);
+  snapshotTick(now);
   if (core_->hasReady()) scheduleFlush();
 }
 
@@ -348,14 +356,17 @@ void Node::persist() {
   if (ready_ && ready_->discardLogThrough) {
     batch.dropLogThrough = std::min(*ready_->discardLogThrough, materialized);
   }
+  batch.recovered = recoveredPending_;
   if (!batch.empty()) store_.commit(batch);
   materializedSlot_ = materialized;
+  recoveredPending_ = false;
   if (ready_) {
     sendAll(ready_->sendAfterPersist);
     ready_->accepted = std::move(batch.accepted);
     core_->advance(*ready_);
     ready_.reset();
   }
+  maybeInstallSnapshot();
   if (core_->hasReady() || state_.hasChanges()) scheduleFlush();
 }
 
@@ -373,6 +384,8 @@ void Node::handleReady(election::Ready& ready) {
       it->second.started = false;  // retried at the next tick or leader change
     }
   }
+  if (ready.snapshotNeeded) startSnapshot(*ready.snapshotNeeded, bootTimeNow());
+  if (ready.recovered) noteRecovered(*ready.recovered);
   for (const auto& command : ready.droppedCommands) {
     auto it = pending_.find(sequenceOf(command));
     if (it != pending_.end()) it->second.submittedAt = 0;  // resubmit at the next tick

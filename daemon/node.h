@@ -28,8 +28,10 @@
 #include <vector>
 
 #include "daemon/config.h"
+#include "daemon/peer_codec.h"
 #include "election/prng.h"
 #include "election/replica.h"
+#include "election/snapshot.h"
 #include "election/state_machine.h"
 #include "storage/store.h"
 
@@ -62,7 +64,23 @@ class PeerOutbox {
   // The receiver of a Forward is not the leader: the sender should retry with `leaderHint`.
   virtual void sendForwardRefused(MemberIndex to, std::vector<std::string> commands,
                                   std::optional<MemberIndex> leaderHint) = 0;
+  // Catch-up by snapshot (Node::onSnapshotRequest / onSnapshotChunk).
+  virtual void sendSnapshotRequest(MemberIndex to, SnapshotRequest request) = 0;
+  virtual void sendSnapshotChunk(MemberIndex to, SnapshotChunk chunk) = 0;
   virtual bool connected(MemberIndex peer) const = 0;
+};
+
+// Where a member that fell behind its peers' logs stands (for status and logs).
+struct CatchUpStatus {
+  bool recovering = false;    // empty data dir: not voting yet (election::Replica)
+  std::string recoveryStage;  // human text while recovering
+  bool snapshotInProgress = false;
+  std::string snapshotFrom;  // member name
+  Slot snapshotSlot = 0;
+  uint64_t snapshotBytesReceived = 0;
+  uint64_t snapshotBytesTotal = 0;
+  uint64_t snapshotsInstalled = 0;
+  uint64_t snapshotsServed = 0;
 };
 
 // The outcome of a read barrier or a refused request.
@@ -114,6 +132,8 @@ class Node : private kj::TaskSet::ErrorHandler {
   void onPeerMessage(MemberIndex from, const election::PeerMessage& message);
   void onForward(MemberIndex from, std::vector<std::string> commands);
   void onForwardRefused(std::vector<std::string> commands, std::optional<MemberIndex> leaderHint);
+  void onSnapshotRequest(MemberIndex from, const SnapshotRequest& request);
+  void onSnapshotChunk(MemberIndex from, SnapshotChunk&& chunk);
 
   const election::StateMachine& state() const { return state_; }
   const Config& config() const { return config_; }
@@ -131,6 +151,7 @@ class Node : private kj::TaskSet::ErrorHandler {
   // after `timeoutMs`. Polls; never blocks the loop.
   kj::Promise<std::optional<MemberIndex>> otherLeader(uint32_t timeoutMs);
   NodeStatus status() const;
+  CatchUpStatus catchUpStatus() const;
 
   // Persists everything pending and stops the core's timers; afterwards writes are refused with
   // UNAVAILABLE. Used at shutdown.
@@ -142,8 +163,16 @@ class Node : private kj::TaskSet::ErrorHandler {
   // Writes proposed and not yet answered; past this new writes are refused with UNAVAILABLE.
   static constexpr size_t MAX_PENDING_WRITES = 65536;
   static constexpr size_t MAX_PENDING_READS = 65536;
-  // Decided slots kept after they were applied, for peers that fall behind.
+  // Decided slots kept after they were applied, for peers that fall behind; a peer further
+  // behind catches up by snapshot.
   static constexpr Slot RETAINED_LOG_SLOTS = 10000;
+  // Snapshot transfer: chunk size, the pace a source serves at (catch-up must not starve the live
+  // group), concurrent transfers a source serves, and how long a silent transfer lives.
+  static constexpr size_t SNAPSHOT_CHUNK_BYTES = 1 << 20;
+  static constexpr uint64_t SNAPSHOT_BYTES_PER_SECOND = 32 << 20;
+  static constexpr size_t MAX_SNAPSHOTS_SERVED = 2;
+  static constexpr uint64_t SNAPSHOT_IDLE_MS = 10000;
+  static constexpr uint64_t SNAPSHOT_RETRY_MS = 1000;
 
  private:
   struct PendingWrite {
@@ -156,7 +185,36 @@ class Node : private kj::TaskSet::ErrorHandler {
     bool started = false;  // the core has it; else waiting to be (re)started
   };
 
+  // A snapshot this member serves: encoded once, shared by the transfers that use it.
+  struct SnapshotImage {
+    Slot slot = 0;
+    std::vector<std::string> chunks;
+    uint64_t totalBytes = 0;
+  };
+  struct OutgoingSnapshot {
+    MemberIndex peer = 0;
+    uint64_t requestId = 0;
+    std::shared_ptr<const SnapshotImage> image;
+    Nanos lastRequestAt = 0;
+  };
+  struct IncomingSnapshot {
+    MemberIndex peer = 0;
+    uint64_t requestId = 0;
+    election::SnapshotAssembler assembler;
+    uint64_t totalBytes = 0;
+    Nanos lastProgressAt = 0;
+  };
+
   election::Options coreOptions(uint64_t memberCount) const;
+  // Catch-up (node_snapshot.cc).
+  void startSnapshot(const election::SnapshotNeeded& needed, Nanos now);
+  void requestChunk(uint32_t index);
+  void maybeInstallSnapshot();
+  void snapshotTick(Nanos now);
+  void sendChunk(MemberIndex to, uint64_t requestId, std::shared_ptr<const SnapshotImage> image,
+                 uint32_t index);
+  void updateLogHold();
+  void noteRecovered(election::RecoveryOutcome outcome);
   void loadState();
   void submit(uint64_t sequence, Nanos now);
   void startRead(election::ReadId id, Nanos now);
@@ -201,6 +259,14 @@ class Node : private kj::TaskSet::ErrorHandler {
   std::chrono::steady_clock::time_point startedAt_ = std::chrono::steady_clock::now();
   std::map<uint64_t, PendingWrite> pending_;
   std::map<election::ReadId, PendingRead> reads_;
+  std::optional<IncomingSnapshot> incoming_;
+  Nanos snapshotRetryAt_ = 0;
+  std::map<uint64_t, OutgoingSnapshot> outgoing_;  // by request id
+  std::shared_ptr<const SnapshotImage> lastImage_;
+  Nanos snapshotSendAt_ = 0;  // pacing: when the next chunk may leave
+  uint64_t snapshotsInstalled_ = 0;
+  uint64_t snapshotsServed_ = 0;
+  bool recoveredPending_ = false;  // Ready::recovered seen; persisted with the next commit
   kj::Promise<void> ticking_ = nullptr;
   kj::TaskSet tasks_;
 };

@@ -18,9 +18,9 @@ using namespace election;
 
 // Every PeerMessage alternative has an Envelope union member, an encoder and a decoder below.
 // Adding an alternative to election::PeerMessage breaks this until the codec covers it.
-static_assert(std::variant_size_v<PeerMessage> == 14,
+static_assert(std::variant_size_v<PeerMessage> == 16,
               "election::PeerMessage changed: extend peer.capnp and this codec");
-static_assert(std::variant_size_v<PeerEnvelope> == 3);
+static_assert(std::variant_size_v<PeerEnvelope> == 5);
 
 template <typename... Names>
 struct Overloaded : Names... {
@@ -82,6 +82,10 @@ size_t estimateWords(const PeerEnvelope& message) {
                              },
                              [](const Forward& f) { return commandWords(f.commands); },
                              [](const ForwardRefused& f) { return commandWords(f.commands); },
+                             [](const SnapshotRequest&) -> size_t { return 0; },
+                             [](const SnapshotChunk& c) -> size_t {
+                               return (c.data.size() + c.unavailable.size()) / 8 + 16;
+                             },
                          },
                          message);
 }
@@ -157,6 +161,20 @@ void encodeCore(peer::Envelope::Builder out, const PeerMessage& message) {
             auto b = out.initHandoff();
             setBallot(b.initBallot(), m.ballot);
             b.setTarget(m.target);
+          },
+          [&](const RecoveryQuery& m) {
+            auto b = out.initRecoveryQuery();
+            b.setNonce(m.nonce);
+            b.setFillThrough(m.fillThrough);
+          },
+          [&](const RecoveryReply& m) {
+            auto b = out.initRecoveryReply();
+            b.setNonce(m.nonce);
+            b.setFresh(m.fresh);
+            b.setRecovering(m.recovering);
+            setBallot(b.initPromised(), m.promised);
+            b.setDecidedSlot(m.decidedSlot);
+            b.setLastLogSlot(m.lastLogSlot);
           },
       },
       message);
@@ -316,6 +334,46 @@ class Decoder {
         return PeerMessage(
             Handoff{ballot(m.getBallot(), "Handoff"), member(m.getTarget(), "Handoff target")});
       }
+      case peer::Envelope::RECOVERY_QUERY: {
+        auto m = in.getRecoveryQuery();
+        if (m.getNonce() == 0) fail("RecoveryQuery: nonce 0");
+        return PeerMessage(RecoveryQuery{m.getNonce(), m.getFillThrough()});
+      }
+      case peer::Envelope::RECOVERY_REPLY: {
+        auto m = in.getRecoveryReply();
+        RecoveryReply out;
+        out.nonce = m.getNonce();
+        out.fresh = m.getFresh();
+        out.recovering = m.getRecovering();
+        out.promised = ballot(m.getPromised(), "RecoveryReply");
+        out.decidedSlot = m.getDecidedSlot();
+        out.lastLogSlot = m.getLastLogSlot();
+        return PeerMessage(out);
+      }
+      case peer::Envelope::SNAPSHOT_REQUEST: {
+        auto m = in.getSnapshotRequest();
+        if (m.getRequestId() == 0) fail("SnapshotRequest: request id 0");
+        return SnapshotRequest{m.getRequestId(), m.getIndex()};
+      }
+      case peer::Envelope::SNAPSHOT_CHUNK: {
+        auto m = in.getSnapshotChunk();
+        SnapshotChunk out;
+        out.requestId = m.getRequestId();
+        out.index = m.getIndex();
+        out.count = m.getCount();
+        out.slot = m.getSlot();
+        out.totalBytes = m.getTotalBytes();
+        auto data = m.getData();
+        out.data.assign(reinterpret_cast<const char*>(data.begin()), data.size());
+        auto why = m.getUnavailable();
+        out.unavailable.assign(why.cStr(), why.size());
+        if (out.requestId == 0) fail("SnapshotChunk: request id 0");
+        if (out.unavailable.empty() && (out.count == 0 || out.index >= out.count)) {
+          fail("SnapshotChunk: chunk " + str(out.index) + " of " + str(out.count));
+        }
+        if (out.unavailable.empty() && out.slot == 0) fail("SnapshotChunk: slot 0");
+        return out;
+      }
       case peer::Envelope::FORWARD: {
         Forward out{commands(in.getForward().getCommands(), "Forward")};
         if (out.commands.empty()) fail("Forward: no commands");
@@ -439,6 +497,22 @@ kj::Array<capnp::word> encodeEnvelope(const PeerEnvelope& message) {
                  [&](const PeerMessage& m) { encodeCore(out, m); },
                  [&](const Forward& m) {
                    setCommands(out.initForward().initCommands(m.commands.size()), m.commands);
+                 },
+                 [&](const SnapshotRequest& m) {
+                   auto b = out.initSnapshotRequest();
+                   b.setRequestId(m.requestId);
+                   b.setIndex(m.index);
+                 },
+                 [&](const SnapshotChunk& m) {
+                   auto b = out.initSnapshotChunk();
+                   b.setRequestId(m.requestId);
+                   b.setIndex(m.index);
+                   b.setCount(m.count);
+                   b.setSlot(m.slot);
+                   b.setTotalBytes(m.totalBytes);
+                   b.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(m.data.data()),
+                                                 m.data.size()));
+                   b.setUnavailable(m.unavailable);
                  },
                  [&](const ForwardRefused& m) {
                    auto b = out.initForwardRefused();

@@ -52,8 +52,28 @@ struct ForwardRefused {
   std::optional<election::MemberIndex> leaderHint;
 };
 
+// A member behind every peer's log asks for chunk `index` of a snapshot (index 0 starts transfer
+// `requestId`).
+struct SnapshotRequest {
+  uint64_t requestId = 0;
+  uint32_t index = 0;
+};
+
+// Chunk `index` of `count` of a snapshot at `slot` (data: an encoded records::SnapshotChunk), or
+// `unavailable` (non-empty: why) when the source cannot serve the request.
+struct SnapshotChunk {
+  uint64_t requestId = 0;
+  uint32_t index = 0;
+  uint32_t count = 0;
+  uint64_t slot = 0;
+  uint64_t totalBytes = 0;
+  std::string data;
+  std::string unavailable;
+};
+
 // Everything that travels between members after the handshake.
-using PeerEnvelope = std::variant<election::PeerMessage, Forward, ForwardRefused>;
+using PeerEnvelope =
+    std::variant<election::PeerMessage, Forward, ForwardRefused, SnapshotRequest, SnapshotChunk>;
 
 // The handshake frame, first on every connection in both directions.
 struct Hello {

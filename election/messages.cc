@@ -29,6 +29,8 @@ const char* messageName(const PeerMessage& message) {
                         [](const ReadIndexRequest&) { return "ReadIndexRequest"; },
                         [](const ReadIndexReply&) { return "ReadIndexReply"; },
                         [](const Handoff&) { return "Handoff"; },
+                        [](const RecoveryQuery&) { return "RecoveryQuery"; },
+                        [](const RecoveryReply&) { return "RecoveryReply"; },
                     },
                     message);
 }

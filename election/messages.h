@@ -117,9 +117,30 @@ struct Handoff {
   MemberIndex target = 0;
 };
 
-using PeerMessage = std::variant<PreVoteRequest, PreVoteReply, Prepare, Promise, Accept, Accepted,
-                                 Rejected, Heartbeat, HeartbeatAck, FetchRequest, FetchReply,
-                                 ReadIndexRequest, ReadIndexReply, Handoff>;
+// A member that started with an empty data dir (or has not finished recovering since) asks what the
+// others hold before it votes: it may have forgotten promises and votes (Replica, "Recovery").
+struct RecoveryQuery {
+  uint64_t nonce = 0;  // echoed, so stale replies from an earlier round are not counted
+  // The slot the sender must see decided before it votes (0 while unknown): a leader proposes
+  // no-ops up to it when no command fills those slots.
+  Slot fillThrough = 0;
+};
+
+// What the sender holds as an acceptor and learner. `fresh`: it never promised or voted and knows
+// no decided slot.
+struct RecoveryReply {
+  uint64_t nonce = 0;
+  bool fresh = false;
+  bool recovering = false;  // the sender itself is still recovering
+  Ballot promised;
+  Slot decidedSlot = 0;
+  Slot lastLogSlot = 0;  // highest slot it holds a vote or decided value for; 0 if none
+};
+
+using PeerMessage =
+    std::variant<PreVoteRequest, PreVoteReply, Prepare, Promise, Accept, Accepted, Rejected,
+                 Heartbeat, HeartbeatAck, FetchRequest, FetchReply, ReadIndexRequest,
+                 ReadIndexReply, Handoff, RecoveryQuery, RecoveryReply>;
 
 // A short name for logs and traces ("Accept", "Promise", ...).
 const char* messageName(const PeerMessage& message);

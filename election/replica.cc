@@ -32,6 +32,16 @@ uint64_t valueBytes(const Value& value) {
 
 }  // namespace
 
+const char* recoveryOutcomeName(RecoveryOutcome outcome) {
+  switch (outcome) {
+    case RecoveryOutcome::NEW_GROUP:
+      return "new group";
+    case RecoveryOutcome::CAUGHT_UP:
+      return "caught up";
+  }
+  return "?";
+}
+
 const char* roleName(Role role) {
   switch (role) {
     case Role::FOLLOWER:
@@ -109,6 +119,19 @@ Replica::Replica(const Options& options, const PersistedState& persisted, Prng& 
                                                : options_.startTimeNs;
   lastHeardFrom_.assign(options_.memberCount, options_.startTimeNs);
   peerAckedDecided_.assign(options_.memberCount, 0);
+
+  if (options_.recovering) {
+    if (options_.memberCount == 1) {
+      recovered_ = RecoveryOutcome::NEW_GROUP;  // it is the whole group
+    } else {
+      recovering_ = true;
+      recoveryNonce_ = prng_.next() | 1;
+      const double scale = (1 + options_.maxClockDrift) / (1 - options_.maxClockDrift);
+      recoveryNotBefore_ = options_.startTimeNs +
+                           static_cast<Nanos>(std::ceil(
+                               2.0 * static_cast<double>(options_.electionTimeoutNs) * scale));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,10 +145,11 @@ void Replica::tick(Nanos now) {
 
   if (fetchInFlight_ && now - fetchSentAt_ >= interval) {
     fetchInFlight_ = false;
-    if (decidedSlot_ < peerDecidedSlot_ && leader_ && role_ == Role::FOLLOWER) {
-      maybeFetch(*leader_, now);
+    if (decidedSlot_ < peerDecidedSlot_ && role_ == Role::FOLLOWER) {
+      maybeFetch(leader_ ? *leader_ : fetchPeer_, now);
     }
   }
+  if (recovering_) recoveryTick(now);
   for (FollowerRead& read : followerReads_) {
     if (!read.indexKnown && now - read.lastSentAt >= interval) {
       read.lastSentAt = now;
@@ -149,7 +173,9 @@ void Replica::tick(Nanos now) {
       }
       break;
     case Role::FOLLOWER:
-      if (preVoting_) {
+      if (recovering_) {
+        break;  // it may not vote, so it may not campaign either
+      } else if (preVoting_) {
         if (isMajority(preVoteGrants_) && mayPromiseNewBallot(options_.self, now)) {
           startCampaign(now);
         } else if (now >= preVoteDeadline_) {
@@ -197,6 +223,8 @@ void Replica::step(MemberIndex from, const PeerMessage& message, Nanos now) {
                  [&](const ReadIndexRequest& m) { onReadIndexRequest(from, m, now); },
                  [&](const ReadIndexReply& m) { onReadIndexReply(from, m); },
                  [&](const Handoff& m) { onHandoff(from, m, now); },
+                 [&](const RecoveryQuery& m) { onRecoveryQuery(from, m); },
+                 [&](const RecoveryReply& m) { onRecoveryReply(from, m, now); },
              },
              message);
 }
@@ -279,7 +307,7 @@ bool Replica::transferLeadership(std::optional<MemberIndex> target, Nanos now) {
 bool Replica::hasReady() const {
   if (readyOutstanding_) return false;
   if (pendingPromise_ || !pendingLog_.empty() || !sendBefore_.empty() || !sendAfter_.empty() ||
-      !readOutcomes_.empty() || !dropped_.empty() || snapshotNeeded_) {
+      !readOutcomes_.empty() || !dropped_.empty() || snapshotNeeded_ || recovered_) {
     return true;
   }
   if (decidedSlot_ > appliedSlot_) return true;
@@ -289,7 +317,9 @@ bool Replica::hasReady() const {
   }
   if (role_ == Role::LEADER) {
     if (heartbeatWanted_) return true;
-    if (windowOpen() && (!recovery_.empty() || !queue_.empty())) return true;
+    if (windowOpen() && (!recovery_.empty() || !queue_.empty() || nextSlot_ <= fillThrough_)) {
+      return true;
+    }
   }
   if (discardDue()) return true;
   for (const LeaderRead& read : leaderReads_) {
@@ -304,11 +334,16 @@ bool Replica::hasReady() const {
   return false;
 }
 
-bool Replica::discardDue() const {
+Slot Replica::discardLimit() const {
   const Slot retained = options_.retainedLogSlots;
-  if (appliedSlot_ <= retained) return false;
-  const Slot step = std::max<Slot>(1, retained / 8);
-  return appliedSlot_ - retained >= discardedThrough_ + step;
+  Slot limit = appliedSlot_ > retained ? appliedSlot_ - retained : 0;
+  if (holdLogFrom_) limit = std::min(limit, *holdLogFrom_ > 0 ? *holdLogFrom_ - 1 : 0);
+  return limit;
+}
+
+bool Replica::discardDue() const {
+  const Slot step = std::max<Slot>(1, options_.retainedLogSlots / 8);
+  return discardLimit() >= discardedThrough_ + step;
 }
 
 Ready Replica::ready() {
@@ -326,7 +361,7 @@ Ready Replica::ready() {
   resolveReads(applyThrough);
 
   if (discardDue()) {
-    const Slot through = appliedSlot_ - options_.retainedLogSlots;
+    const Slot through = discardLimit();
     out.discardLogThrough = through;
     log_.erase(log_.begin(), log_.upper_bound(through));
     pendingLog_.erase(pendingLog_.begin(), pendingLog_.upper_bound(through));
@@ -351,6 +386,8 @@ Ready Replica::ready() {
   dropped_.clear();
   out.snapshotNeeded = snapshotNeeded_;
   snapshotNeeded_.reset();
+  out.recovered = recovered_;
+  recovered_.reset();
 
   StatusChange now{role_, ballot(), leader_};
   if (!reportedStatus_ || reportedStatus_->role != now.role ||
@@ -391,7 +428,7 @@ bool Replica::mayPromiseNewBallot(MemberIndex proposer, Nanos now) const {
 }
 
 bool Replica::grantsPreVote(MemberIndex candidate, Slot candidateDecided, Nanos now) const {
-  if (role_ == Role::LEADER) return false;
+  if (role_ == Role::LEADER || recovering_) return false;
   // Pre-vote rule: support an election only if this member lost the leader too.
   if (now - lastLeaderContact_ < options_.electionTimeoutNs) return false;
   if (!mayPromiseNewBallot(candidate, now)) return false;
@@ -535,6 +572,7 @@ void Replica::onPrepare(MemberIndex from, const Prepare& m, Nanos now) {
     return;
   }
   noteRound(m.ballot);
+  if (recovering_) return;  // it may have forgotten promises and votes: no Promise yet
   const bool belowPromise = m.ballot < promised_;
   if (belowPromise && !breaks(RuleBreaker::ACCEPTOR_IGNORES_PROMISE)) {
     send(from, Rejected{promised_}, false);
@@ -607,6 +645,12 @@ void Replica::onAccept(MemberIndex from, const Accept& m, Nanos now) {
     return;
   }
   if (!belowPromise) followLeader(from, m.ballot, now);
+  if (recovering_) {
+    // Learns the decided index, never votes: a vote of a member that forgot its promises could
+    // complete a quorum for a value some other ballot already excluded.
+    if (!belowPromise) learnDecided(from, m.ballot, m.decidedSlot, now);
+    return;
+  }
   if (m.slot > decidedSlot_ + options_.acceptAheadSlots) return;  // catch up first
   // A slot already decided here keeps its value; voting for it again changes nothing.
   if (m.slot > decidedSlot_ && m.slot >= logStart_) {
@@ -760,7 +804,7 @@ void Replica::onHandoff(MemberIndex from, const Handoff& m, Nanos now) {
     leader_.reset();
     failUnconfirmedFollowerReads();
   }
-  if (m.target != options_.self) return;
+  if (m.target != options_.self || recovering_) return;
   // The restart window still holds: a member that may have forgotten a grant waits it out, then
   // campaigns (tick).
   if (mayPromiseNewBallot(options_.self, now)) {
@@ -780,6 +824,8 @@ void Replica::proposeMore() {
       auto [slot, value] = std::move(recovery_.front());
       recovery_.pop_front();
       startSlot(slot, std::move(value));
+    } else if (queue_.empty() && nextSlot_ <= fillThrough_) {
+      startSlot(nextSlot_++, Value{});
     } else if (!queue_.empty()) {
       Value batch;
       uint64_t bytes = 0;
@@ -910,6 +956,7 @@ void Replica::adoptDecided(const LogEntry& entry) {
 
 void Replica::maybeFetch(MemberIndex peer, Nanos now) {
   if (fetchInFlight_) return;
+  fetchPeer_ = peer;
   fetchInFlight_ = true;
   fetchSentAt_ = now;
   send(peer, FetchRequest{decidedSlot_ + 1}, false);
@@ -1009,6 +1056,128 @@ Nanos Replica::randomElectionTimeout() {
 
 bool Replica::isMajority(uint64_t mask) const {
   return static_cast<uint32_t>(std::popcount(mask)) * 2 > options_.memberCount;
+}
+
+}  // namespace synod::election
+
+namespace synod::election {
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots and recovery
+
+void Replica::installSnapshot(Slot slot, Nanos now) {
+  KJ_ASSERT(!readyOutstanding_, "installSnapshot() with a Ready outstanding");
+  KJ_ASSERT(slot > appliedSlot_, "a snapshot must be ahead of the applied state", slot,
+            appliedSlot_);
+  lastNow_ = std::max(lastNow_, now);
+  if (role_ != Role::FOLLOWER) becomeFollower(lastNow_, false);
+  // Every slot <= slot is decided and its effect is in the snapshot; the votes and values the log
+  // held for them are gone from the store too (the shell removed them in the same commit).
+  log_.erase(log_.begin(), log_.upper_bound(slot));
+  pendingLog_.erase(pendingLog_.begin(), pendingLog_.upper_bound(slot));
+  decidedSlot_ = appliedSlot_ = slot;
+  discardedThrough_ = slot;
+  logStart_ = slot + 1;
+  snapshotNeeded_.reset();
+  fetchInFlight_ = false;
+  if (decidedSlot_ < peerDecidedSlot_) maybeFetch(leader_ ? *leader_ : fetchPeer_, lastNow_);
+}
+
+void Replica::holdLogFrom(std::optional<Slot> slot) {
+  holdLogFrom_ = slot;
+}
+
+RecoveryProgress Replica::recoveryProgress() const {
+  RecoveryProgress progress;
+  progress.recovering = recovering_;
+  progress.answers = static_cast<uint32_t>(recoveryAnswers_.size());
+  progress.answersNeeded = recovering_ ? answersNeeded() : 0;
+  progress.targetKnown = recoveryTarget_.has_value();
+  progress.targetSlot = recoveryTarget_.value_or(0);
+  return progress;
+}
+
+void Replica::sendRecoveryQuery(Nanos now) {
+  recoverySentAt_ = now;
+  const RecoveryQuery query{recoveryNonce_, recoveryTarget_.value_or(0)};
+  for (MemberIndex peer = 0; peer < options_.memberCount; ++peer) {
+    if (peer == options_.self || recoveryAnswers_.count(peer)) continue;
+    send(peer, query, false);
+  }
+}
+
+void Replica::recoveryTick(Nanos now) {
+  if (!recoveryTarget_) {
+    if (recoverySentAt_ == 0 || now - recoverySentAt_ >= options_.heartbeatIntervalNs) {
+      sendRecoveryQuery(now);
+    }
+    return;
+  }
+  if (decidedSlot_ < *recoveryTarget_) {
+    // Asks the leader (every election timeout) to fill the slots up to the target with no-ops.
+    if (leader_ && now - recoverySentAt_ >= options_.electionTimeoutNs) {
+      recoverySentAt_ = now;
+      send(*leader_, RecoveryQuery{recoveryNonce_, *recoveryTarget_}, false);
+    }
+    return;
+  }
+  if (!recoveryNewGroup_ && now < recoveryNotBefore_) return;
+  recovering_ = false;
+  recovered_ = recoveryNewGroup_ ? RecoveryOutcome::NEW_GROUP : RecoveryOutcome::CAUGHT_UP;
+  recoveryAnswers_.clear();
+  electionDeadline_ = std::max(electionDeadline_, lastLeaderContact_ + randomElectionTimeout());
+}
+
+void Replica::onRecoveryQuery(MemberIndex from, const RecoveryQuery& m) {
+  if (m.nonce == 0) {
+    ++ignoredMessages_;
+    return;
+  }
+  if (role_ == Role::LEADER && m.fillThrough > fillThrough_) {
+    fillThrough_ = std::min(m.fillThrough, decidedSlot_ + options_.acceptAheadSlots);
+  }
+  RecoveryReply reply;
+  reply.nonce = m.nonce;
+  reply.recovering = recovering_;
+  reply.promised = promised_;
+  reply.decidedSlot = decidedSlot_;
+  reply.lastLogSlot = log_.empty() ? 0 : log_.rbegin()->first;
+  reply.fresh = promised_ == Ballot{} && log_.empty() && decidedSlot_ == 0;
+  send(from, reply, false);
+}
+
+void Replica::onRecoveryReply(MemberIndex from, const RecoveryReply& m, Nanos now) {
+  if (m.promised.round != 0 && m.promised.member >= options_.memberCount) {
+    ++ignoredMessages_;
+    return;
+  }
+  noteRound(m.promised);
+  if (!recovering_ || m.nonce != recoveryNonce_ || recoveryTarget_) return;
+  recoveryAnswers_[from] = m;
+  if (recoveryAnswers_.size() < answersNeeded()) return;
+
+  bool allFresh = true;
+  Ballot highestPromise;
+  Slot target = 0;
+  MemberIndex mostDecided = from;
+  Slot mostDecidedSlot = 0;
+  for (const auto& [member, answer] : recoveryAnswers_) {
+    allFresh = allFresh && answer.fresh;
+    highestPromise = std::max(highestPromise, answer.promised);
+    target = std::max({target, answer.decidedSlot, answer.lastLogSlot});
+    if (answer.decidedSlot >= mostDecidedSlot) {
+      mostDecidedSlot = answer.decidedSlot;
+      mostDecided = member;
+    }
+  }
+  recoveryNewGroup_ = allFresh;
+  recoveryTarget_ = allFresh ? 0 : target;
+  // A promise it gave before losing its state may be part of a finished Phase 1: never accept
+  // below what the majority it asked has promised.
+  if (highestPromise > promised_) raisePromise(highestPromise);
+  peerDecidedSlot_ = std::max(peerDecidedSlot_, mostDecidedSlot);
+  if (decidedSlot_ < mostDecidedSlot) maybeFetch(leader_ ? *leader_ : mostDecided, now);
+  recoveryTick(now);
 }
 
 }  // namespace synod::election

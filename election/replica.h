@@ -42,6 +42,22 @@
 //   followers ask the leader for the index. A read is reported ready once the member applied the
 //   index, or in the same Ready that applies it.
 //
+// Recovery (ARCHITECTURE.md: a member with an empty data dir): an acceptor that lost its state may
+// have forgotten promises and votes, and voting on would let two different values be chosen. A
+// member whose store was created empty starts with `recovering` set (the shell keeps the flag
+// durable until Ready::recovered reports the end) and does not vote: no Promise, no Accepted, no
+// pre-vote grant, no campaign. It follows the leader and catches up like any learner, and asks the
+// others what they hold (RecoveryQuery) until it has answers from a majority of the group not
+// counting itself — such a set meets every quorum the lost state could have been part of. Then:
+// - every answer fresh (nothing promised, voted or decided anywhere): the group is new; it votes
+//   at once;
+// - otherwise it raises its promise to the highest promise reported, waits until it has decided
+//   every slot up to the highest slot any answer holds a vote or decided value for, and waits out
+//   two maximal election timeouts (drift included) since its start, so no campaign still counting
+//   a promise it gave before losing its state can be running; then it votes.
+// Assumes the members that lost their state recover one at a time (answers from another member
+// that is still recovering are counted, and would hide votes both forgot).
+//
 // Bad peer input (wrong member index, malformed message) is ignored and counted; it never changes
 // state or crashes. A broken internal invariant is a bug: KJ_ASSERT.
 #pragma once
@@ -103,6 +119,8 @@ struct Options {
   Slot acceptAheadSlots = 65536;
 
   Nanos startTimeNs = 0;  // `now` at construction
+  // The store was created empty and this member has not finished recovering (see above).
+  bool recovering = false;
   RuleBreaker ruleBreaker = RuleBreaker::NONE;
 
   static constexpr uint32_t MAX_MEMBERS = 15;
@@ -153,6 +171,21 @@ struct SnapshotNeeded {
   Slot peerLogStart = 0;
 };
 
+enum class RecoveryOutcome {
+  NEW_GROUP,  // a majority of the others never promised or voted: the group is new
+  CAUGHT_UP,  // caught up with what a majority of the others hold
+};
+const char* recoveryOutcomeName(RecoveryOutcome outcome);
+
+// Where a recovering member stands, for status and logs.
+struct RecoveryProgress {
+  bool recovering = false;
+  uint32_t answers = 0;  // distinct other members that answered the current query round
+  uint32_t answersNeeded = 0;
+  bool targetKnown = false;  // enough answers: waiting for targetSlot and the time window
+  Slot targetSlot = 0;
+};
+
 struct Ready {
   // --- Persist, in one group commit ---
   std::optional<Ballot> promised;
@@ -177,6 +210,9 @@ struct Ready {
   std::vector<std::string> droppedCommands;
   std::optional<StatusChange> status;
   std::optional<SnapshotNeeded> snapshotNeeded;
+  // Recovery ended in this Ready: the shell makes that durable (with or after this Ready's
+  // promise) so a restart does not recover again. Losing it in a crash only repeats recovery.
+  std::optional<RecoveryOutcome> recovered;
 
   bool needsPersist() const { return promised || !accepted.empty() || discardLogThrough; }
 };
@@ -224,6 +260,15 @@ class Replica {
   // once without pre-vote. A lost Handoff costs an ordinary election timeout, nothing more.
   bool transferLeadership(std::optional<MemberIndex> target, Nanos now);
 
+  // The shell installed a snapshot of the state machine at `slot` (every slot <= slot decided and
+  // applied) and made it durable together with the removal of every log entry <= slot. Call only
+  // with no Ready outstanding and slot > appliedSlot(). Votes above `slot` stay; a candidate
+  // becomes a follower (its campaign started from a slot now covered).
+  void installSnapshot(Slot slot, Nanos now);
+  // Keeps slots >= `slot` in the log (no discardLogThrough reaches them) until released with
+  // nullopt: a peer installing this member's snapshot fetches the slots after it from here.
+  void holdLogFrom(std::optional<Slot> slot);
+
   bool hasReady() const;
   Ready ready();
   // `ready` must be the last Ready returned, now durable (sendAfterPersist sent or about to be).
@@ -247,6 +292,8 @@ class Replica {
     return peer < peerAckedDecided_.size() ? peerAckedDecided_[peer] : 0;
   }
   uint64_t ignoredMessages() const { return ignoredMessages_; }
+  bool recovering() const { return recovering_; }
+  RecoveryProgress recoveryProgress() const;
 
  private:
   struct Campaign {
@@ -302,6 +349,13 @@ class Replica {
   void onReadIndexRequest(MemberIndex from, const ReadIndexRequest& m, Nanos now);
   void onReadIndexReply(MemberIndex from, const ReadIndexReply& m);
   void onHandoff(MemberIndex from, const Handoff& m, Nanos now);
+  void onRecoveryQuery(MemberIndex from, const RecoveryQuery& m);
+  void onRecoveryReply(MemberIndex from, const RecoveryReply& m, Nanos now);
+
+  // Recovery.
+  void recoveryTick(Nanos now);
+  void sendRecoveryQuery(Nanos now);
+  uint32_t answersNeeded() const { return options_.memberCount / 2 + 1; }
 
   // Roles.
   void startPreVote(Nanos now);
@@ -338,6 +392,8 @@ class Replica {
   void failUnconfirmedFollowerReads();
   void resolveReads(Slot appliedThrough);
   void expireReads(Nanos now);
+  // Highest slot the log may be discarded through now (retention and holdLogFrom).
+  Slot discardLimit() const;
   bool discardDue() const;
   size_t pendingReads() const { return leaderReads_.size() + followerReads_.size(); }
 
@@ -374,6 +430,18 @@ class Replica {
   bool fetchInFlight_ = false;
   Nanos fetchSentAt_ = 0;
   std::optional<SnapshotNeeded> snapshotNeeded_;
+  MemberIndex fetchPeer_ = 0;
+  std::optional<Slot> holdLogFrom_;
+
+  // Recovery.
+  bool recovering_ = false;
+  uint64_t recoveryNonce_ = 0;
+  Nanos recoverySentAt_ = 0;
+  Nanos recoveryNotBefore_ = 0;  // end of the window for campaigns that may hold a lost promise
+  std::map<MemberIndex, RecoveryReply> recoveryAnswers_;
+  std::optional<Slot> recoveryTarget_;
+  bool recoveryNewGroup_ = false;
+  std::optional<RecoveryOutcome> recovered_;
 
   // Roles and election.
   Role role_ = Role::FOLLOWER;
@@ -399,6 +467,9 @@ class Replica {
   std::deque<std::pair<Slot, Value>> recovery_;  // re-proposals after Phase 1, ascending
   Slot nextSlot_ = 1;
   Slot maxPromisedSlot_ = 0;  // highest slot any Phase-1 promise reported
+  // A recovering member waits for slots up to this to be decided: the leader fills them with
+  // no-ops if no command comes (stale votes of old leaders above its slots decide nothing).
+  Slot fillThrough_ = 0;
   std::deque<std::string> queue_;
   uint64_t queuedBytes_ = 0;
   Nanos leaderSince_ = 0;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -102,6 +103,16 @@ class StateMachine {
   Slot appliedSlot() const { return appliedSlot_; }
   size_t keyCount() const { return keys_.size(); }
 
+  // Every key in byte order, and every member's session encoded as a records::Session (for
+  // snapshots). The views are valid during the call only.
+  void forEachKey(const std::function<void(std::string_view, const KeyRecord&)>& fn) const {
+    for (const auto& [key, record] : keys_)
+      fn(key, record);
+  }
+  void forEachSession(const std::function<void(MemberIndex, std::string_view)>& fn) const {
+    for (const auto& [member, session] : sessions_)
+      fn(member, encodeSession(session));
+  }
   // Hands over everything changed since the last call, and forgets it.
   StateChanges takeChanges();
   // Whether takeChanges() would report anything (keys, sessions or a newer applied slot).

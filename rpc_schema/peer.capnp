@@ -128,6 +128,40 @@ struct ForwardRefused {
   }
 }
 
+# A member recovering from an empty data dir asks what the receiver holds (election/messages.h).
+struct RecoveryQuery {
+  nonce @0 :UInt64;        # not 0; echoed in the reply
+  fillThrough @1 :UInt64;  # 0 = unknown yet
+}
+
+struct RecoveryReply {
+  nonce @0 :UInt64;
+  fresh @1 :Bool;
+  recovering @2 :Bool;
+  promised @3 :Records.Ballot;
+  decidedSlot @4 :UInt64;
+  lastLogSlot @5 :UInt64;
+}
+
+# Daemon level: a member behind the sender's log asks for chunk `index` of a snapshot.
+# `requestId` names one transfer; index 0 starts it (the source pins a snapshot of its state).
+struct SnapshotRequest {
+  requestId @0 :UInt64;
+  index @1 :UInt32;
+}
+
+# One chunk (an encoded records.capnp SnapshotChunk) of the snapshot `requestId` asked for, or
+# `unavailable` with a reason (no such transfer, source too busy); the requester starts over later.
+struct SnapshotChunk {
+  requestId @0 :UInt64;
+  index @1 :UInt32;
+  count @2 :UInt32;
+  slot @3 :UInt64;
+  totalBytes @4 :UInt64;  # of all chunks
+  data @5 :Data;
+  unavailable @6 :Text;   # empty when data is set
+}
+
 # Every frame after the Hello.
 struct Envelope {
   version @0 :UInt32;  # protocolVersion of the sender
@@ -148,5 +182,9 @@ struct Envelope {
     forward @14 :Forward;
     forwardRefused @15 :ForwardRefused;
     handoff @16 :Handoff;
+    recoveryQuery @17 :RecoveryQuery;
+    recoveryReply @18 :RecoveryReply;
+    snapshotRequest @19 :SnapshotRequest;
+    snapshotChunk @20 :SnapshotChunk;
   }
 }

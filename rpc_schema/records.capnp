@@ -90,3 +90,27 @@ struct IncarnationSession {
   floor @1 :UInt64;                # every sequence < floor was applied (or has expired)
   appliedAbove @2 :List(UInt64);   # sequences > floor applied out of order, ascending
 }
+
+# One chunk of a snapshot of the replicated state at an applied slot, as a member catching up
+# receives it from a peer. The chunks of one snapshot carry the same slot, revision and count; their
+# keys are in ascending byte order across chunks; sessions come in the last chunk. Each chunk is a
+# message of its own, so none exceeds the peer message limit.
+struct SnapshotChunk {
+  slot @0 :UInt64;       # every slot <= this is applied in the snapshot
+  revision @1 :UInt64;   # the config map's revision at slot
+  index @2 :UInt32;      # 0-based
+  count @3 :UInt32;      # chunks in the snapshot, >= 1
+  keyCount @4 :UInt64;   # keys in the whole snapshot
+  keys @5 :List(SnapshotKey);
+  sessions @6 :List(SnapshotSession);
+}
+
+struct SnapshotKey {
+  key @0 :Data;
+  record @1 :KeyRecord;
+}
+
+struct SnapshotSession {
+  member @0 :UInt32;
+  session @1 :Data;  # an encoded Session message
+}

@@ -28,6 +28,9 @@ constexpr std::string_view IDENTITY_KEY = "identity";
 constexpr std::string_view INCARNATION_KEY = "incarnation";
 constexpr std::string_view PROMISE_KEY = "promise";
 constexpr std::string_view APPLIED_KEY = "applied";
+// Present while the member recovers from an empty data dir; holds the incarnation that found it
+// empty (an Incarnation record).
+constexpr std::string_view RECOVERING_KEY = "recovering";
 
 std::string errnoText(int err) {
   return std::system_category().message(err);
@@ -351,6 +354,13 @@ StartState start(MDB_txn* txn, LmdbStore::Environment& e, const LmdbOptions& opt
   if (auto applied = getValue(txn, e.meta, "meta", APPLIED_KEY)) {
     std::tie(state.appliedSlot, state.revision) = decodeApplied(*applied, {"meta", APPLIED_KEY});
   }
+  if (state.fresh) {
+    putValue(txn, e.meta, "meta", RECOVERING_KEY, encodeIncarnation(state.incarnation));
+  }
+  if (auto recovering = getValue(txn, e.meta, "meta", RECOVERING_KEY)) {
+    decodeIncarnation(*recovering, {"meta", RECOVERING_KEY});
+    state.recovering = true;
+  }
   return state;
 }
 
@@ -423,6 +433,11 @@ void LmdbStore::commit(const WriteBatch& batch) {
         checkWrite(mdb_cursor_del(cursor.get(), 0), "delete from table log");
       }
       if (rc != 0 && rc != MDB_NOTFOUND) throwLmdb("cursor on table log", rc);
+    }
+    if (batch.recovered) deleteValue(txn, e.meta, "meta", RECOVERING_KEY);
+    if (batch.replaceState) {
+      checkWrite(mdb_drop(txn, e.kv, 0), "empty table kv");
+      checkWrite(mdb_drop(txn, e.sessions, 0), "empty table sessions");
     }
     if (batch.applied) {
       putValue(txn, e.meta, "meta", APPLIED_KEY,

@@ -4,6 +4,7 @@ namespace synod::storage {
 
 MemoryStore::MemoryStore() {
   startState_.fresh = true;
+  startState_.recovering = true;
   startState_.incarnation = incarnation_;
 }
 
@@ -15,6 +16,7 @@ const StartState& MemoryStore::restart() {
   startState_.promised = promised_;
   startState_.appliedSlot = appliedSlot_;
   startState_.revision = revision_;
+  startState_.recovering = recovering_;
   return startState_;
 }
 
@@ -44,6 +46,15 @@ void MemoryStore::commit(const WriteBatch& batch) {
     for (auto it = log_.begin(); it != end; ++it)
       usedBytes_ -= sizeOf(it->second);
     log_.erase(log_.begin(), end);
+  }
+  if (batch.recovered) recovering_ = false;
+  if (batch.replaceState) {
+    for (const auto& [key, record] : keys_)
+      usedBytes_ -= RECORD_OVERHEAD_BYTES + key.size() + record.value.size();
+    for (const auto& [member, encoded] : sessions_)
+      usedBytes_ -= RECORD_OVERHEAD_BYTES + encoded.size();
+    keys_.clear();
+    sessions_.clear();
   }
   if (batch.applied) std::tie(appliedSlot_, revision_) = *batch.applied;
   for (const auto& [key, record] : batch.keys) {

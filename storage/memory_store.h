@@ -41,6 +41,7 @@ class MemoryStore final : public Store {
   // Direct views of the committed state, for checkers.
   const Ballot& promised() const { return promised_; }
   Slot appliedSlot() const { return appliedSlot_; }
+  bool recovering() const { return recovering_; }
   uint64_t revision() const { return revision_; }
   const std::map<Slot, LogEntry>& log() const { return log_; }
   const std::map<std::string, KeyRecord, std::less<>>& keys() const { return keys_; }
@@ -52,6 +53,7 @@ class MemoryStore final : public Store {
 
   StartState startState_;
   uint64_t incarnation_ = 1;
+  bool recovering_ = true;  // created empty; cleared by a batch with `recovered`
   Ballot promised_;
   Slot appliedSlot_ = 0;
   uint64_t revision_ = 0;

@@ -32,10 +32,16 @@ struct WriteBatch {
   std::map<std::string, std::optional<KeyRecord>> keys;  // nullopt = delete the key
   // De-duplication state, per member: an encoded records::Session (nullopt = delete).
   std::map<MemberIndex, std::optional<std::string>> sessions;
+  // Installing a snapshot: every stored key and session is deleted before `keys` and `sessions`
+  // are written (together with `applied` and `dropLogThrough`, in the same transaction).
+  bool replaceState = false;
+  // The member finished recovering from an empty data dir: clears StartState::recovering for
+  // later starts.
+  bool recovered = false;
 
   bool empty() const {
     return !promised && accepted.empty() && !dropLogThrough && !applied && keys.empty() &&
-           sessions.empty();
+           sessions.empty() && !replaceState && !recovered;
   }
   void putKey(std::string key, KeyRecord record) { keys[std::move(key)] = std::move(record); }
   void deleteKey(std::string key) { keys[std::move(key)] = std::nullopt; }
@@ -58,7 +64,11 @@ std::optional<std::string> checkBatch(const WriteBatch& batch);
 
 // The member's durable state as found at start-up (after open() bumped the incarnation).
 struct StartState {
-  bool fresh = false;        // the data dir held no state before this start
+  bool fresh = false;  // the data dir held no state before this start
+  // The store was created empty and no batch with `recovered` was committed since: the member
+  // may have forgotten promises and votes, and must recover before it votes
+  // (election::Options::recovering).
+  bool recovering = false;
   uint64_t incarnation = 0;  // this start's incarnation, already durable; first start = 1
   Ballot promised;
   Slot appliedSlot = 0;

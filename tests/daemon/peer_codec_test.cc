@@ -22,7 +22,7 @@ using namespace testing;
 
 // A new election::PeerMessage alternative must get a codec (peer_codec.cc does not compile
 // without one), a sample in peer_samples.h and this count raised.
-static_assert(std::variant_size_v<election::PeerMessage> == 14,
+static_assert(std::variant_size_v<election::PeerMessage> == 16,
               "new peer message: add it to peer.capnp, peer_codec.cc and peer_samples.h");
 
 DecodeLimits threeMembers() {

@@ -58,6 +58,22 @@ inline bool same(const e::ReadIndexReply& a, const e::ReadIndexReply& b) {
 inline bool same(const e::Handoff& a, const e::Handoff& b) {
   return a.ballot == b.ballot && a.target == b.target;
 }
+inline bool same(const e::RecoveryQuery& a, const e::RecoveryQuery& b) {
+  return a.nonce == b.nonce && a.fillThrough == b.fillThrough;
+}
+inline bool same(const e::RecoveryReply& a, const e::RecoveryReply& b) {
+  return a.nonce == b.nonce && a.fresh == b.fresh && a.recovering == b.recovering &&
+         a.promised == b.promised && a.decidedSlot == b.decidedSlot &&
+         a.lastLogSlot == b.lastLogSlot;
+}
+inline bool same(const SnapshotRequest& a, const SnapshotRequest& b) {
+  return a.requestId == b.requestId && a.index == b.index;
+}
+inline bool same(const SnapshotChunk& a, const SnapshotChunk& b) {
+  return a.requestId == b.requestId && a.index == b.index && a.count == b.count &&
+         a.slot == b.slot && a.totalBytes == b.totalBytes && a.data == b.data &&
+         a.unavailable == b.unavailable;
+}
 inline bool same(const Forward& a, const Forward& b) {
   return a.commands == b.commands;
 }
@@ -89,7 +105,8 @@ inline size_t kindOf(const PeerEnvelope& message) {
   if (auto* core = std::get_if<e::PeerMessage>(&message)) return core->index();
   return std::variant_size_v<e::PeerMessage> + message.index() - 1;
 }
-constexpr size_t ENVELOPE_KINDS = std::variant_size_v<e::PeerMessage> + 2;
+constexpr size_t ENVELOPE_KINDS =
+    std::variant_size_v<e::PeerMessage> + std::variant_size_v<PeerEnvelope> - 1;
 
 inline std::string binary(size_t size, char seed) {
   std::string out(size, '\0');
@@ -133,6 +150,14 @@ inline std::vector<PeerEnvelope> sampleEnvelopes() {
   core(e::ReadIndexReply{0xabcdef, true, 555});
   core(e::ReadIndexReply{1, false, 0});
   core(e::Handoff{e::Ballot{7, 2}, 1});
+  core(e::RecoveryQuery{0x1234567890ull, 0});
+  core(e::RecoveryQuery{3, 99});
+  core(e::RecoveryReply{0x1234567890ull, true, true, e::Ballot{}, 0, 0});
+  core(e::RecoveryReply{5, false, false, e::Ballot{9, 2}, 1000, 1004});
+  out.emplace_back(SnapshotRequest{0xfeedull, 0});
+  out.emplace_back(SnapshotRequest{1, 77});
+  out.emplace_back(SnapshotChunk{0xfeedull, 2, 5, 12345, 5000000, binary(100000, 7), ""});
+  out.emplace_back(SnapshotChunk{9, 0, 0, 0, 0, "", "busy"});
   out.emplace_back(Forward{{binary(10, 'q'), binary(3000, 1)}});
   out.emplace_back(ForwardRefused{{binary(10, 'q')}, std::nullopt});
   out.emplace_back(ForwardRefused{{binary(5, 'z'), ""}, e::MemberIndex{2}});

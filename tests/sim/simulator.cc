@@ -17,6 +17,7 @@
 
 #include "election/prng.h"
 #include "election/replica.h"
+#include "election/snapshot.h"
 #include "election/state_machine.h"
 #include "rpc_schema/records.capnp.h"
 #include "storage/memory_store.h"
@@ -106,6 +107,7 @@ enum class EventKind : uint8_t {
   CALM_START,
   CALM_CHECK,
   CHAOS_START,
+  SNAPSHOT_DONE,  // a snapshot transfer to `node` from member `from` arrives
 };
 
 const char* eventName(EventKind kind) {
@@ -132,6 +134,8 @@ const char* eventName(EventKind kind) {
       return "calm-check";
     case EventKind::CHAOS_START:
       return "chaos-start";
+    case EventKind::SNAPSHOT_DONE:
+      return "snapshot";
   }
   return "?";
 }
@@ -166,6 +170,7 @@ struct Node {
   Nanos baseTrue = 0, baseLocal = 0;
   bool persisting = false;
   Ready inFlight;
+  bool snapshotPending = false;  // a transfer is on its way; further SnapshotNeeded wait for it
   std::unordered_map<election::ReadId, uint32_t> readWaiters;
 };
 
@@ -211,7 +216,8 @@ struct Stats {
   uint64_t leaderships = 0, slots = 0, writesAcked = 0, readsOk = 0, leaseReads = 0, indexReads = 0,
            followerReads = 0, crashes = 0, partitions = 0, messages = 0, dropped = 0,
            duplicated = 0, calmPeriods = 0, pauses = 0, snapshotNeeded = 0, readsFailed = 0,
-           commits = 0, handoffs = 0, handoffsRefused = 0;
+           commits = 0, handoffs = 0, handoffsRefused = 0, snapshotsInstalled = 0, wipes = 0,
+           recoveries = 0;
   Nanos worstCalmNs = 0;
 };
 
@@ -246,7 +252,8 @@ class Simulator {
       : options_(options),
         out_(out),
         prng_(options.seed),
-        handoffPrng_(options.seed ^ 0x68616e646f6666ULL) {
+        handoffPrng_(options.seed ^ 0x68616e646f6666ULL),
+        catchUpPrng_(options.seed ^ 0x636174636875ULL) {
     if (options.nodes < 1 || options.nodes > 7) {
       throw std::invalid_argument("--nodes must be between 1 and 7");
     }
@@ -274,13 +281,17 @@ class Simulator {
   void deliver(const Event& event);
   void persisted(uint32_t index);
   void crash(uint32_t index);
+  void wipe(uint32_t index);
+  void wipeAndDepose();
   void restart(uint32_t index);
+  void snapshotArrived(const Event& event);
   void fault();
   void handoff();
   void startPartition();
   void recomputeCuts();
   void calmStart();
   void calmCheck();
+  void checkStatesAgree();
 
   // Shell.
   void drive(uint32_t index);
@@ -328,6 +339,8 @@ class Simulator {
   // Hand-off decisions draw from their own stream, so adding them left every other fault of a
   // seed where it was until the first hand-off.
   Prng handoffPrng_;
+  // Catch-up choices (short log retention, wiped data dirs) too.
+  Prng catchUpPrng_;
   Params params_{};
   bool dropsSyncedPromise_ = false;
 
@@ -381,6 +394,8 @@ void Simulator::chooseParams() {
   p.window = static_cast<uint32_t>(prng_.chance(0.3) ? prng_.uniform(1, 4) : prng_.uniform(4, 33));
   p.batchCommands = static_cast<uint32_t>(prng_.uniform(1, 65));
   p.retainedSlots = prng_.uniform(4000, 16000);
+  // Often so short that a member down for a while must catch up by snapshot.
+  if (catchUpPrng_.chance(0.6)) p.retainedSlots = catchUpPrng_.uniform(1, 64);
   p.netMin = static_cast<Nanos>(prng_.uniform(50, 1000)) * 1000;
   p.netMax = p.netMin + static_cast<Nanos>(prng_.uniform(100, 5000)) * 1000;
   p.diskMin = static_cast<Nanos>(prng_.uniform(20, 1000)) * 1000;
@@ -418,6 +433,7 @@ election::Options Simulator::coreOptions(uint32_t node) const {
   o.maxFetchSlots = 256;
   o.acceptAheadSlots = 4096;
   o.ruleBreaker = coreBreaker(options_.breaker);
+  o.recovering = nodes_[node].store.startState().recovering;
   o.startTimeNs = localNow(nodes_[node]);
   return o;
 }
@@ -566,6 +582,9 @@ void Simulator::handle(const Event& event) {
     case EventKind::CALM_CHECK:
       if (event.tag == phase_ && calm_) calmCheck();
       break;
+    case EventKind::SNAPSHOT_DONE:
+      snapshotArrived(event);
+      break;
     case EventKind::CHAOS_START:
       if (event.tag != phase_) return;
       calm_ = false;
@@ -648,7 +667,25 @@ void Simulator::drive(uint32_t index) {
            << election::roleName(ready.status->role) << " " << ballotText(ready.status->ballot)
            << "\n";
     }
-    if (ready.snapshotNeeded) ++stats_.snapshotNeeded;
+    if (ready.snapshotNeeded) {
+      ++stats_.snapshotNeeded;
+      // The transfer takes a few network round trips; the snapshot is cut when it arrives.
+      if (!node.snapshotPending) {
+        node.snapshotPending = true;
+        schedule(now_ + 3 * static_cast<Nanos>(prng_.uniform(params_.netMin, params_.netMax)),
+                 EventKind::SNAPSHOT_DONE, index, node.life, ready.snapshotNeeded->peer);
+      }
+    }
+    if (ready.recovered) {
+      ++stats_.recoveries;
+      node.store.commit([] {
+        storage::WriteBatch done;
+        done.recovered = true;
+        return done;
+      }());
+      record(EventKind::FAULT, index, 0,
+             std::string("recovered: ") + election::recoveryOutcomeName(*ready.recovered));
+    }
     if (ready.needsPersist() || !ready.apply.empty()) {
       node.persisting = true;
       node.inFlight = std::move(ready);
@@ -803,6 +840,92 @@ void Simulator::crash(uint32_t index) {
   node.readWaiters.clear();
 }
 
+// The data dir is lost with the process: the member restarts empty and must recover before it
+// votes. One member at a time: members that lost their state together could forget a value.
+void Simulator::wipe(uint32_t index) {
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i].store.recovering()) return;
+  }
+  if (nodes_[index].up) crash(index);
+  record(EventKind::FAULT, index, 0, "data dir wiped");
+  ++stats_.wipes;
+  nodes_[index].store = storage::MemoryStore();
+  nodes_[index].maxDurablePromised = Ballot{};
+  nodes_[index].previousDurablePromised = Ballot{};
+}
+
+// The case recovery exists for: the follower most likely to hold the only other vote for the
+// leader's latest slots loses its data dir, and the leader goes down too, so that the member that
+// may have missed those slots and the wiped one could form a majority without anyone who knows.
+void Simulator::wipeAndDepose() {
+  std::optional<uint32_t> leader;
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i].up && nodes_[i].core->role() == Role::LEADER) leader = i;
+  }
+  if (!leader) return;
+  std::optional<uint32_t> ahead;
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    if (i == *leader || !nodes_[i].up) continue;
+    if (!ahead || nodes_[i].core->decidedSlot() > nodes_[*ahead].core->decidedSlot()) ahead = i;
+  }
+  if (!ahead) return;
+  // Only while another member lags behind it: that one may lack what only the two others hold.
+  bool lagging = false;
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    lagging = lagging || (i != *leader && i != *ahead && nodes_[i].up &&
+                          nodes_[i].core->decidedSlot() < nodes_[*ahead].core->decidedSlot());
+  }
+  if (!lagging) return;
+  wipe(*ahead);
+  if (!nodes_[*ahead].store.recovering()) return;  // another member is still recovering
+  const uint64_t e = static_cast<uint64_t>(params_.electionTimeout);
+  schedule(now_ + static_cast<Nanos>(catchUpPrng_.uniform(0, e)), EventKind::RESTART, *ahead,
+           nodes_[*ahead].life);
+  crash(*leader);
+  schedule(now_ + static_cast<Nanos>(catchUpPrng_.uniform(2 * e, 6 * e)), EventKind::RESTART,
+           *leader, nodes_[*leader].life);
+}
+
+void Simulator::snapshotArrived(const Event& event) {
+  Node& node = nodes_[event.node];
+  if (!node.up || node.life != event.tag) return;
+  if (node.persisting || node.pausedUntil > now_) {
+    // Installed between Readys only; try again shortly.
+    schedule(std::max(now_, node.pausedUntil) + MS / 10, EventKind::SNAPSHOT_DONE, event.node,
+             event.tag, event.from);
+    return;
+  }
+  node.snapshotPending = false;
+  const Node& source = nodes_[event.from];
+  if (!source.up || source.state->appliedSlot() <= node.applied) return;
+  election::SnapshotAssembler assembler;
+  for (const std::string& chunk : election::encodeSnapshot(*source.state, 4096)) {
+    if (auto problem = assembler.add(chunk, storage::MAX_KEY_BYTES)) {
+      fail("snapshot", "a snapshot of member " + std::to_string(event.from) +
+                           " does not assemble: " + *problem);
+    }
+  }
+  const Slot slot = assembler.slot();
+  auto state = std::make_unique<election::StateMachine>(assembler.take());
+  storage::WriteBatch batch;
+  batch.replaceState = true;
+  state->forEachKey([&](std::string_view key, const election::KeyRecord& record) {
+    batch.putKey(std::string(key), record);
+  });
+  state->forEachSession([&](MemberIndex member, std::string_view encoded) {
+    batch.sessions[member] = std::string(encoded);
+  });
+  batch.applied = std::make_pair(slot, state->revision());
+  batch.dropLogThrough = slot;
+  node.store.commit(batch);
+  record(EventKind::SNAPSHOT_DONE, event.node, event.from, "slot " + std::to_string(slot));
+  ++stats_.snapshotsInstalled;
+  node.state = std::move(state);
+  node.applied = slot;
+  node.core->installSnapshot(slot, localNow(node));
+  drive(event.node);
+}
+
 void Simulator::restart(uint32_t index) {
   record(EventKind::RESTART, index, 0, "");
   startNode(index, false);
@@ -813,6 +936,10 @@ void Simulator::fault() {
   const double pick = prng_.unit();
   if (handoffPrng_.chance(0.15)) {
     handoff();
+    return;
+  }
+  if (catchUpPrng_.chance(0.04)) {
+    wipeAndDepose();
     return;
   }
   if (pick < 0.04) {
@@ -847,6 +974,7 @@ void Simulator::fault() {
     const uint32_t index = static_cast<uint32_t>(prng_.uniform(0, n));
     if (!nodes_[index].up) return;
     crash(index);
+    if (catchUpPrng_.chance(0.15)) wipe(index);
     const Nanos downtime = prng_.chance(0.2)
                                ? static_cast<Nanos>(prng_.uniform(0, 5 * MS))
                                : static_cast<Nanos>(prng_.uniform(
@@ -1008,6 +1136,7 @@ void Simulator::calmCheck() {
     if (c.state != Client::IDLE && c.op < opsBeforeCalm_) pendingOp = std::min(pendingOp, c.op);
   }
   settled = settled && pendingOp == history_.size();
+  if (settled) checkStatesAgree();
   if (settled) {
     stats_.worstCalmNs = std::max(stats_.worstCalmNs, now_ - calmSince_);
     schedule(now_ + static_cast<Nanos>(prng_.uniform(0, 500 * MS)), EventKind::CHAOS_START, 0,
@@ -1184,6 +1313,28 @@ void Simulator::checkAfterStep() {
   }
 }
 
+// Members that applied the same slot hold the same state, however they got there (applying slots,
+// installing a snapshot, restarting from the store).
+void Simulator::checkStatesAgree() {
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    for (uint32_t j = i + 1; j < nodes_.size(); ++j) {
+      const Node& a = nodes_[i];
+      const Node& b = nodes_[j];
+      if (!a.up || !b.up || a.state->appliedSlot() != b.state->appliedSlot()) continue;
+      std::vector<std::pair<std::string, election::KeyRecord>> left, right;
+      a.state->forEachKey(
+          [&](std::string_view k, const election::KeyRecord& r) { left.emplace_back(k, r); });
+      b.state->forEachKey(
+          [&](std::string_view k, const election::KeyRecord& r) { right.emplace_back(k, r); });
+      if (left != right || a.state->revision() != b.state->revision()) {
+        fail("state-agreement", "members " + std::to_string(i) + " and " + std::to_string(j) +
+                                    " applied slot " + std::to_string(a.state->appliedSlot()) +
+                                    " but hold different states");
+      }
+    }
+  }
+}
+
 void Simulator::printLeaseChanges() {
   leaseHeld_.resize(nodes_.size(), false);
   for (uint32_t i = 0; i < nodes_.size(); ++i) {
@@ -1268,7 +1419,9 @@ void Simulator::printSummary(double wallSeconds) {
        << " dropped=" << stats_.dropped << " duplicated=" << stats_.duplicated
        << " calm_periods=" << stats_.calmPeriods
        << " worst_recovery=" << static_cast<double>(stats_.worstCalmNs) / 1e9
-       << "s snapshot_needed=" << stats_.snapshotNeeded << "\n";
+       << "s snapshot_needed=" << stats_.snapshotNeeded
+       << " snapshots=" << stats_.snapshotsInstalled << " wipes=" << stats_.wipes
+       << " recoveries=" << stats_.recoveries << "\n";
   out_ << "seed=" << options_.seed << " nodes=" << options_.nodes
        << (options_.breaker.empty() ? "" : " break=" + options_.breaker) << " wall=" << wallSeconds
        << "s steps_per_sec="

@@ -175,6 +175,62 @@ TEST_CASE_TEMPLATE("Store: the incarnation grows with every start and is never r
   }
 }
 
+TEST_CASE_TEMPLATE("Store: a store created empty is recovering until a batch says recovered", H,
+                   LmdbHarness, MemoryHarness) {
+  H harness;
+  CHECK(harness.get().startState().recovering);
+  // A restart before the end of recovery recovers again.
+  WriteBatch vote;
+  vote.promised = Ballot{3, 1};
+  harness.get().commit(vote);
+  harness.reopen();
+  CHECK(harness.get().startState().recovering);
+  WriteBatch done;
+  done.recovered = true;
+  CHECK_FALSE(done.empty());
+  harness.get().commit(done);
+  harness.reopen();
+  CHECK_FALSE(harness.get().startState().recovering);
+  CHECK(harness.get().startState().promised == Ballot{3, 1});
+  harness.reopen();
+  CHECK_FALSE(harness.get().startState().recovering);
+}
+
+TEST_CASE_TEMPLATE("Store: replaceState swaps the whole map and sessions in one batch", H,
+                   LmdbHarness, MemoryHarness) {
+  H harness;
+  Store& store = harness.get();
+  WriteBatch before;
+  before.putKey("a", KeyRecord{"1", 1, 1, 1, 0});
+  before.putKey("b", KeyRecord{"2", 2, 2, 1, 0});
+  before.sessions[1] = std::string("session-1");
+  before.sessions[2] = std::string("session-2");
+  before.accepted.push_back(entry(1, {1, 0}, {"x"}));
+  before.accepted.push_back(entry(2, {1, 0}, {"y"}));
+  before.accepted.push_back(entry(9, {1, 0}, {"z"}));
+  before.applied = std::make_pair(Slot{2}, uint64_t{2});
+  store.commit(before);
+
+  WriteBatch snapshot;
+  snapshot.replaceState = true;
+  snapshot.putKey("c", KeyRecord{"3", 7, 7, 1, 0});
+  snapshot.sessions[2] = std::string("session-2-new");
+  snapshot.applied = std::make_pair(Slot{8}, uint64_t{7});
+  snapshot.dropLogThrough = 8;
+  store.commit(snapshot);
+  harness.reopen();
+  Store& after = harness.get();
+  auto keys = allKeys(after);
+  REQUIRE(keys.size() == 1);
+  CHECK(keys[0].first == "c");
+  auto sessions = allSessions(after);
+  REQUIRE(sessions.size() == 1);
+  CHECK(sessions[0] == std::make_pair(MemberIndex{2}, std::string("session-2-new")));
+  CHECK(after.startState().appliedSlot == 8);
+  CHECK(after.startState().revision == 7);
+  CHECK(slotsFrom(after, 0) == std::vector<Slot>{9});  // the vote above the snapshot stays
+}
+
 TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, MemoryHarness) {
   H harness;
   WriteBatch good;
