@@ -59,6 +59,9 @@ class TransportOutbox final : public PeerOutbox {
                           std::optional<MemberIndex> leaderHint) override {
     transport_.send(to, PeerEnvelope(ForwardRefused{std::move(commands), leaderHint}));
   }
+  void sendReport(MemberIndex to, const MemberReport& report) override {
+    transport_.send(to, PeerEnvelope(report));
+  }
   bool connected(MemberIndex peer) const override { return transport_.connected(peer); }
 
  private:
@@ -133,6 +136,8 @@ class Daemon {
             node_->onPeerMessage(from, body);
           } else if constexpr (std::is_same_v<Body, Forward>) {
             node_->onForward(from, std::move(body.commands));
+          } else if constexpr (std::is_same_v<Body, MemberReport>) {
+            node_->onMemberReport(from, std::move(body));
           } else {
             node_->onForwardRefused(std::move(body.commands), body.leaderHint);
           }

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "daemon/config.h"
+#include "daemon/member_report.h"
 #include "election/prng.h"
 #include "election/replica.h"
 #include "election/state_machine.h"
@@ -62,6 +63,8 @@ class PeerOutbox {
   // The receiver of a Forward is not the leader: the sender should retry with `leaderHint`.
   virtual void sendForwardRefused(MemberIndex to, std::vector<std::string> commands,
                                   std::optional<MemberIndex> leaderHint) = 0;
+  // This member's report for operators (daemon/member_report.h).
+  virtual void sendReport(MemberIndex to, const MemberReport& report) = 0;
   virtual bool connected(MemberIndex peer) const = 0;
 };
 
@@ -77,6 +80,11 @@ struct MemberInfo {
   std::string role;
   bool reachable = false;
   uint64_t lagSlots = 0;
+  // The member's latest report: this member's own, current, for itself; nullopt when none was
+  // received since this member started.
+  std::optional<MemberReport> report;
+  uint64_t reportAgeMs = 0;  // since the report was received
+  bool stale = true;         // unreachable, no report, or older than Node::REPORT_STALE_MS
 };
 
 struct NodeStatus {
@@ -91,6 +99,9 @@ struct NodeStatus {
   uint64_t dbSizeBytes = 0;
   uint64_t uptimeMs = 0;
   Nanos leaseLeftNs = 0;
+  uint64_t commitP50Us = 0;  // over the last Node::COMMIT_SAMPLES group commits; 0 when none
+  uint64_t commitP99Us = 0;
+  uint64_t stateDigest = 0;  // election::StateMachine::stateDigest()
   std::vector<MemberInfo> members;
 };
 
@@ -114,6 +125,8 @@ class Node : private kj::TaskSet::ErrorHandler {
   void onPeerMessage(MemberIndex from, const election::PeerMessage& message);
   void onForward(MemberIndex from, std::vector<std::string> commands);
   void onForwardRefused(std::vector<std::string> commands, std::optional<MemberIndex> leaderHint);
+  // Keeps the latest report of each peer, with the time it arrived.
+  void onMemberReport(MemberIndex from, MemberReport report);
 
   const election::StateMachine& state() const { return state_; }
   const Config& config() const { return config_; }
@@ -144,6 +157,12 @@ class Node : private kj::TaskSet::ErrorHandler {
   static constexpr size_t MAX_PENDING_READS = 65536;
   // Decided slots kept after they were applied, for peers that fall behind.
   static constexpr Slot RETAINED_LOG_SLOTS = 10000;
+  // Each member sends its report to every connected peer this often, and at once when its role
+  // or the leader it knows changes. A report older than REPORT_STALE_MS is shown as stale.
+  static constexpr uint64_t REPORT_INTERVAL_MS = 1000;
+  static constexpr uint64_t REPORT_STALE_MS = 3 * REPORT_INTERVAL_MS;
+  // Group commits whose durations the commit latency percentiles are taken over.
+  static constexpr size_t COMMIT_SAMPLES = 256;
 
  private:
   struct PendingWrite {
@@ -173,6 +192,11 @@ class Node : private kj::TaskSet::ErrorHandler {
   void resubmitAll(Nanos now);
   void restartReads(Nanos now);
   StatusCode deadlineCode() const;
+  MemberReport selfReport(Nanos now) const;
+  // Sends this member's report to every connected peer when the interval passed or its role or
+  // known leader changed since the last one.
+  void maybeSendReport(Nanos now);
+  void recordCommit(Nanos duration);
   std::optional<Refusal> checkSpace(size_t requestBytes) const;
   kj::Promise<void> deadline(uint32_t timeoutMs);
   uint64_t sequenceOf(const std::string& command) const;
@@ -201,6 +225,17 @@ class Node : private kj::TaskSet::ErrorHandler {
   std::chrono::steady_clock::time_point startedAt_ = std::chrono::steady_clock::now();
   std::map<uint64_t, PendingWrite> pending_;
   std::map<election::ReadId, PendingRead> reads_;
+  struct ReceivedReport {
+    MemberReport report;
+    Nanos receivedAt = 0;
+  };
+  std::vector<std::optional<ReceivedReport>> peerReports_;  // by member index
+  std::optional<Nanos> lastReportAt_;
+  election::Role reportedRole_ = election::Role::FOLLOWER;
+  std::optional<MemberIndex> reportedLeader_;
+  // Durations of the last COMMIT_SAMPLES group commits, a ring written at nextCommitSample_.
+  std::vector<uint64_t> commitMicros_;
+  size_t nextCommitSample_ = 0;
   kj::Promise<void> ticking_ = nullptr;
   kj::TaskSet tasks_;
 };

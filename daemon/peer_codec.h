@@ -20,6 +20,7 @@
 #include <variant>
 #include <vector>
 
+#include "daemon/member_report.h"
 #include "election/messages.h"
 #include "election/types.h"
 
@@ -53,7 +54,7 @@ struct ForwardRefused {
 };
 
 // Everything that travels between members after the handshake.
-using PeerEnvelope = std::variant<election::PeerMessage, Forward, ForwardRefused>;
+using PeerEnvelope = std::variant<election::PeerMessage, Forward, ForwardRefused, MemberReport>;
 
 // The handshake frame, first on every connection in both directions.
 struct Hello {
