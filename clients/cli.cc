@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <istream>
+#include <iterator>
 #include <ostream>
 #include <utility>
 
@@ -49,6 +50,7 @@ const std::vector<CommandSpec>& commandSpecs() {
        0,
        0},
       {"status", "status", {}, 0, 0},
+      {"members", "members", {}, 0, 0},
       {"transfer-leader", "transfer-leader [NAME]", {}, 0, 1},
       {"shell", "shell", {}, 0, 0},
       {"help", "help", {}, 0, 1},
@@ -77,7 +79,7 @@ std::string usageOf(const CommandSpec& spec) {
 
 const char GENERAL_USAGE[] =
     "usage: synodctl [--socket PATH] [--json] [--timeout MS] COMMAND ARGS...\n"
-    "commands: get put del list txn status transfer-leader shell help version";
+    "commands: get put del list txn status members transfer-leader shell help version";
 
 constexpr uint64_t MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 
@@ -182,6 +184,8 @@ ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
     invocation.command = std::move(command);
   } else if (name == "status") {
     invocation.command = StatusCommand{};
+  } else if (name == "members") {
+    invocation.command = MembersCommand{};
   } else if (name == "transfer-leader") {
     TransferLeaderCommand command;
     if (!args.empty()) {
@@ -527,7 +531,15 @@ Commands:
         synodctl txn --if 'value(cfg) = old' --then 'put cfg new' --else 'put cfg.conflict 1'
   status
       This member's view of the group: role, ballot, leader, decided and applied slot,
-      revision, and a table of the members.
+      revision, lease, commit latency, state digest, and the member table (see members).
+  members
+      One row per member, from the reports members send each other every second, so any
+      member can be asked: name, role, ballot (round.member), decided and applied slot, lag
+      (known at the leader), leader lease left, db size, group commit (fsync) latency p50/p99
+      in microseconds, state digest, age of the report and whether the member is reachable.
+      Members with the same applied slot have the same digest; a different one means their
+      states differ. A report more than 3 s old, or from an unreachable member, is marked
+      stale.
   transfer-leader [NAME]
       Ask the member at --socket, which must lead, to hand leadership to NAME (default: the
       most up-to-date reachable follower) and wait until another member leads (up to
@@ -552,8 +564,14 @@ JSON fields (--json and shell):
   list         kvs (array of get objects), more
   txn          succeeded
   status       member, role, ballot {round, member}, leader (null when unknown), decidedSlot,
-               appliedSlot, members [{name, address, role, reachable, lagSlots}], clusterId,
-               incarnation, dbSizeBytes, storeLimitBytes, version, uptimeMs
+               appliedSlot, members (as below), clusterId, incarnation, dbSizeBytes,
+               storeLimitBytes, version, uptimeMs, leaseLeftMs, commitP50Us, commitP99Us,
+               stateDigest (16 hex digits)
+  members      members [{name, address, role, reachable, lagSlots, reported, stale,
+               reportAgeMs, ballot {round, member}, leader, decidedSlot, appliedSlot, revision,
+               leaseLeftMs, dbSizeBytes, storeLimitBytes, commitP50Us, commitP99Us,
+               incarnation, uptimeMs, stateDigest}]; the fields after stale are null when
+               reported is false (no report received yet)
   transfer-leader  leader (the new leader; on failure the leader known, or null)
   Keys and values that are not valid UTF-8 are given in base64 as key_b64 / value_b64.
   Codes: NOT_FOUND COMPARE_FAILED NO_QUORUM TIMEOUT INVALID_ARGUMENT NO_SPACE UNAVAILABLE
@@ -640,6 +658,103 @@ Rendered renderSuccessJson(const Result<T>& result, Fields&& fields) {
 
 std::string yesNo(bool value) {
   return value ? "yes" : "no";
+}
+
+void nullableName(JsonWriter& json, const char* field, const std::string& name) {
+  json.key(field);
+  if (name.empty()) {
+    json.null();
+  } else {
+    json.string(name);
+  }
+}
+
+void memberFields(JsonWriter& json, const MemberStatus& member) {
+  json.field("name", member.name)
+      .field("address", member.address)
+      .field("role", member.role)
+      .field("reachable", member.reachable)
+      .field("lagSlots", member.lagSlots)
+      .field("reported", member.reported)
+      .field("stale", member.stale);
+  if (!member.reported) {
+    for (const char* field :
+         {"reportAgeMs", "ballot", "leader", "decidedSlot", "appliedSlot", "revision",
+          "leaseLeftMs", "dbSizeBytes", "storeLimitBytes", "commitP50Us", "commitP99Us",
+          "incarnation", "uptimeMs", "stateDigest"}) {
+      json.key(field).null();
+    }
+    return;
+  }
+  json.field("reportAgeMs", member.reportAgeMs);
+  json.key("ballot")
+      .beginObject()
+      .field("round", member.ballotRound)
+      .field("member", uint64_t{member.ballotMember})
+      .endObject();
+  nullableName(json, "leader", member.leader);
+  json.field("decidedSlot", member.decidedSlot)
+      .field("appliedSlot", member.appliedSlot)
+      .field("revision", member.revision)
+      .field("leaseLeftMs", member.leaseLeftMs)
+      .field("dbSizeBytes", member.dbSizeBytes)
+      .field("storeLimitBytes", member.storeLimitBytes)
+      .field("commitP50Us", member.commitP50Us)
+      .field("commitP99Us", member.commitP99Us)
+      .field("incarnation", member.incarnation)
+      .field("uptimeMs", member.uptimeMs)
+      .field("stateDigest", digestHex(member.stateDigest));
+}
+
+void membersArray(JsonWriter& json, const std::vector<MemberStatus>& members) {
+  json.key("members").beginArray();
+  for (const auto& member : members) {
+    json.beginObject();
+    memberFields(json, member);
+    json.endObject();
+  }
+  json.endArray();
+}
+
+/// 1536 -> "1.5 KiB"; below 1 KiB in bytes.
+std::string humanBytes(uint64_t bytes) {
+  if (bytes < 1024) return std::to_string(bytes) + " B";
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double value = static_cast<double>(bytes) / 1024;
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(units)) {
+    value /= 1024;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f %s", value, units[unit]);
+  return text;
+}
+
+std::string memberTable(const std::vector<MemberStatus>& members) {
+  std::vector<std::vector<std::string>> rows = {{"NAME", "ROLE", "BALLOT", "DECIDED", "APPLIED",
+                                                 "LAG", "LEASE_MS", "DB_SIZE", "COMMIT_P50/P99_US",
+                                                 "DIGEST", "REPORT_AGE_MS", "REACHABLE"}};
+  for (const auto& member : members) {
+    std::vector<std::string> row = {displayText(member.name), displayText(member.role)};
+    if (member.reported) {
+      row.insert(row.end(),
+                 {std::to_string(member.ballotRound) + "." + std::to_string(member.ballotMember),
+                  std::to_string(member.decidedSlot), std::to_string(member.appliedSlot),
+                  std::to_string(member.lagSlots),
+                  member.leaseLeftMs == 0 ? "-" : std::to_string(member.leaseLeftMs),
+                  humanBytes(member.dbSizeBytes),
+                  std::to_string(member.commitP50Us) + "/" + std::to_string(member.commitP99Us),
+                  digestHex(member.stateDigest),
+                  std::to_string(member.reportAgeMs) + (member.stale ? " (stale)" : "")});
+    } else {
+      row.insert(row.end(),
+                 {"-", "-", "-", std::to_string(member.lagSlots), "-", "-", "-", "-", "none"});
+    }
+    row.push_back(yesNo(member.reachable));
+    rows.push_back(std::move(row));
+  }
+  return formatTable(rows);
 }
 
 }  // namespace
@@ -787,22 +902,16 @@ Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& opt
       json.string(info.leader);
     }
     json.field("decidedSlot", info.decidedSlot).field("appliedSlot", info.appliedSlot);
-    json.key("members").beginArray();
-    for (const auto& member : info.members) {
-      json.beginObject()
-          .field("name", member.name)
-          .field("address", member.address)
-          .field("role", member.role)
-          .field("reachable", member.reachable)
-          .field("lagSlots", member.lagSlots)
-          .endObject();
-    }
-    json.endArray();
+    membersArray(json, info.members);
     json.field("incarnation", info.incarnation)
         .field("dbSizeBytes", info.dbSizeBytes)
         .field("storeLimitBytes", info.storeLimitBytes)
         .field("version", info.version)
-        .field("uptimeMs", info.uptimeMs);
+        .field("uptimeMs", info.uptimeMs)
+        .field("leaseLeftMs", info.leaseLeftMs)
+        .field("commitP50Us", info.commitP50Us)
+        .field("commitP99Us", info.commitP99Us)
+        .field("stateDigest", digestHex(info.stateDigest));
     json.endObject();
     return Rendered{jsonLine(json), {}, EXIT_OK};
   }
@@ -821,15 +930,27 @@ Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& opt
        std::to_string(info.dbSizeBytes) + " bytes of " + std::to_string(info.storeLimitBytes)},
       {"version", displayText(info.version)},
       {"uptime", std::to_string(info.uptimeMs / 1000) + " s"},
+      {"lease left", info.leaseLeftMs == 0 ? "-" : std::to_string(info.leaseLeftMs) + " ms"},
+      {"fsync p50/99",
+       std::to_string(info.commitP50Us) + " / " + std::to_string(info.commitP99Us) + " us"},
+      {"state digest", digestHex(info.stateDigest)},
   };
-  std::vector<std::vector<std::string>> members = {
-      {"NAME", "ADDRESS", "ROLE", "REACHABLE", "LAG_SLOTS"}};
-  for (const auto& member : info.members) {
-    members.push_back({displayText(member.name), displayText(member.address),
-                       displayText(member.role), yesNo(member.reachable),
-                       std::to_string(member.lagSlots)});
+  return Rendered{formatTable(summary) + "\n" + memberTable(info.members), {}, EXIT_OK};
+}
+
+Rendered renderMembers(const Result<StatusInfo>& result, const RenderOptions& options) {
+  if (!result.ok()) return renderFailure(result, options);
+  if (options.json) {
+    return renderSuccessJson(result,
+                             [&](JsonWriter& json) { membersArray(json, result->members); });
   }
-  return Rendered{formatTable(summary) + "\n" + formatTable(members), {}, EXIT_OK};
+  return Rendered{memberTable(result->members), {}, EXIT_OK};
+}
+
+std::string digestHex(uint64_t digest) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(digest));
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -919,6 +1040,9 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty) {
   }
   if (std::holds_alternative<StatusCommand>(command)) {
     return renderStatus(client.status(timeoutMs), options);
+  }
+  if (std::holds_alternative<MembersCommand>(command)) {
+    return renderMembers(client.status(timeoutMs), options);
   }
   if (auto* transfer = std::get_if<TransferLeaderCommand>(&command)) {
     return renderTransferLeader(*transfer, client.transferLeader(transfer->target, timeoutMs),

@@ -57,6 +57,7 @@ struct TxnCommand {
 };
 
 struct StatusCommand {};
+struct MembersCommand {};
 struct TransferLeaderCommand {
   std::string target;  // empty: any up-to-date follower
 };
@@ -66,7 +67,7 @@ struct VersionCommand {};
 
 using Command =
     std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand, StatusCommand,
-                 TransferLeaderCommand, ShellCommand, HelpCommand, VersionCommand>;
+                 TransferLeaderCommand, ShellCommand, HelpCommand, VersionCommand, MembersCommand>;
 
 struct Invocation {
   GlobalOptions global;
@@ -123,6 +124,11 @@ Rendered renderList(const ListCommand& command, const Result<ListReply>& result,
 Rendered renderTxn(const TxnCommand& command, const Result<TxnReply>& result,
                    const RenderOptions& options);
 Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& options);
+/// `members`: the member table of a status reply alone.
+Rendered renderMembers(const Result<StatusInfo>& result, const RenderOptions& options);
+/// A state digest as JSON and tables show it: 16 lowercase hex digits (a JSON number could not
+/// hold 64 bits exactly for every reader).
+std::string digestHex(uint64_t digest);
 Rendered renderTransferLeader(const TransferLeaderCommand& command,
                               const Result<TransferReply>& result, const RenderOptions& options);
 

@@ -92,6 +92,23 @@ MemberStatus memberFrom(rpc::MemberStatus::Reader member) {
   result.role = toString(member.getRole());
   result.reachable = member.getReachable();
   result.lagSlots = member.getLagSlots();
+  result.reported = member.getReported();
+  result.reportAgeMs = member.getReportAgeMs();
+  result.stale = member.getStale();
+  result.ballotRound = member.getBallotRound();
+  result.ballotMember = member.getBallotMember();
+  result.leader = toString(member.getLeader());
+  result.decidedSlot = member.getDecidedSlot();
+  result.appliedSlot = member.getAppliedSlot();
+  result.revision = member.getRevision();
+  result.leaseLeftMs = member.getLeaseLeftMs();
+  result.dbSizeBytes = member.getDbSizeBytes();
+  result.storeLimitBytes = member.getStoreLimitBytes();
+  result.commitP50Us = member.getCommitP50Us();
+  result.commitP99Us = member.getCommitP99Us();
+  result.incarnation = member.getIncarnation();
+  result.uptimeMs = member.getUptimeMs();
+  result.stateDigest = member.getStateDigest();
   return result;
 }
 
@@ -116,6 +133,10 @@ StatusInfo statusInfoFrom(rpc::StatusInfo::Reader info) {
   result.callerPid = info.getCallerPid();
   result.callerUid = info.getCallerUid();
   result.callerGid = info.getCallerGid();
+  result.leaseLeftMs = info.getLeaseLeftMs();
+  result.commitP50Us = info.getCommitP50Us();
+  result.commitP99Us = info.getCommitP99Us();
+  result.stateDigest = info.getStateDigest();
   return result;
 }
 

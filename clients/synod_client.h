@@ -111,6 +111,25 @@ struct MemberStatus {
   std::string role;  // leader / follower / candidate / learner / unknown
   bool reachable = false;
   uint64_t lagSlots = 0;
+  /// The rest comes from the member's own latest report, as of when it was sent; all zero / empty
+  /// unless `reported`. The answering member's own row is current (reportAgeMs 0).
+  bool reported = false;
+  uint64_t reportAgeMs = 0;
+  bool stale = false;  // unreachable, no report, or the report is more than 3 s old
+  uint64_t ballotRound = 0;
+  uint32_t ballotMember = 0;
+  std::string leader;  // the leader that member knows; empty when unknown
+  uint64_t decidedSlot = 0;
+  uint64_t appliedSlot = 0;
+  uint64_t revision = 0;
+  uint64_t leaseLeftMs = 0;  // leader lease left, at the leader
+  uint64_t dbSizeBytes = 0;
+  uint64_t storeLimitBytes = 0;
+  uint64_t commitP50Us = 0;  // group commit (fsync) latency over its recent commits
+  uint64_t commitP99Us = 0;
+  uint64_t incarnation = 0;
+  uint64_t uptimeMs = 0;
+  uint64_t stateDigest = 0;  // equal on members with the same applied state
 };
 
 struct StatusInfo {
@@ -132,6 +151,10 @@ struct StatusInfo {
   int32_t callerPid = 0;
   uint32_t callerUid = 0;
   uint32_t callerGid = 0;
+  uint64_t leaseLeftMs = 0;  // leader lease left; 0 unless this member leads
+  uint64_t commitP50Us = 0;  // group commit (fsync) latency over its recent commits
+  uint64_t commitP99Us = 0;
+  uint64_t stateDigest = 0;
 };
 
 struct TransferReply {

@@ -65,6 +65,9 @@ class TransportOutbox final : public PeerOutbox {
   void sendSnapshotChunk(MemberIndex to, SnapshotChunk chunk) override {
     transport_.send(to, PeerEnvelope(std::move(chunk)));
   }
+  void sendReport(MemberIndex to, const MemberReport& report) override {
+    transport_.send(to, PeerEnvelope(report));
+  }
   bool connected(MemberIndex peer) const override { return transport_.connected(peer); }
 
  private:
@@ -143,6 +146,8 @@ class Daemon {
             node_->onSnapshotRequest(from, body);
           } else if constexpr (std::is_same_v<Body, SnapshotChunk>) {
             node_->onSnapshotChunk(from, std::move(body));
+          } else if constexpr (std::is_same_v<Body, MemberReport>) {
+            node_->onMemberReport(from, std::move(body));
           } else {
             node_->onForwardRefused(std::move(body.commands), body.leaderHint);
           }

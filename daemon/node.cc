@@ -48,6 +48,7 @@ Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOu
              "a group of several members needs a peer transport");
   limits_.maxKeyBytes = config.maxKeyBytes;
   limits_.maxValueBytes = config.maxValueBytes;
+  peerReports_.resize(config.peers.size());
   loadState();
   ticking_ = tickLoop().eagerlyEvaluate([](kj::Exception&& e) {
     logError("fatal: tick loop failed: ", e.getDescription());
@@ -129,6 +130,7 @@ void Node::onTick() {
   restartReads(now);
   snapshotTick(now);
   if (core_->hasReady()) scheduleFlush();
+  maybeSendReport(now);
 }
 
 kj::Promise<void> Node::deadline(uint32_t timeoutMs) {
@@ -357,7 +359,11 @@ void Node::persist() {
     batch.dropLogThrough = std::min(*ready_->discardLogThrough, materialized);
   }
   batch.recovered = recoveredPending_;
-  if (!batch.empty()) store_.commit(batch);
+  if (!batch.empty()) {
+    Nanos started = bootTimeNow();
+    store_.commit(batch);
+    recordCommit(bootTimeNow() - started);
+  }
   materializedSlot_ = materialized;
   recoveredPending_ = false;
   if (ready_) {
@@ -403,6 +409,7 @@ void Node::handleReady(election::Ready& ready) {
       lastLeader_ = status.leader;
       resubmitAll(bootTimeNow());
     }
+    maybeSendReport(bootTimeNow());
   }
 }
 
@@ -470,8 +477,13 @@ NodeStatus Node::status() const {
   status.uptimeMs = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - startedAt_)
                         .count();
+  Nanos now = bootTimeNow();
   Nanos leaseUntil = core_->leaseHeldUntil();
-  status.leaseLeftNs = std::max<Nanos>(0, leaseUntil - bootTimeNow());
+  status.leaseLeftNs = std::max<Nanos>(0, leaseUntil - now);
+  MemberReport own = selfReport(now);
+  status.commitP50Us = own.commitP50Us;
+  status.commitP99Us = own.commitP99Us;
+  status.stateDigest = own.stateDigest;
   for (size_t i = 0; i < names.size(); ++i) {
     MemberInfo member;
     member.name = names[i];
@@ -480,6 +492,17 @@ NodeStatus Node::status() const {
     bool isLeaderMember = core_->knownLeader() == static_cast<MemberIndex>(i);
     member.role = isLeaderMember ? "leader" : (isSelf ? status.role : "follower");
     member.reachable = isSelf || (outbox_ != nullptr && outbox_->connected(i));
+    if (isSelf) {
+      member.report = own;
+      member.stale = false;
+    } else if (const auto& received = peerReports_[i]) {
+      member.report = received->report;
+      member.reportAgeMs = static_cast<uint64_t>(std::max<Nanos>(0, now - received->receivedAt) /
+                                                 election::NANOS_PER_MS);
+      member.stale = !member.reachable || member.reportAgeMs > REPORT_STALE_MS;
+      // A current report is the member's own word on its role.
+      if (!member.stale) member.role = received->report.role;
+    }
     if (!member.reachable) member.role = "unknown";
     // Only the leader knows how far each follower is behind.
     if (isLeader() && !isSelf) {

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "daemon/config.h"
+#include "daemon/member_report.h"
 #include "daemon/peer_codec.h"
 #include "election/prng.h"
 #include "election/replica.h"
@@ -67,6 +68,8 @@ class PeerOutbox {
   // Catch-up by snapshot (Node::onSnapshotRequest / onSnapshotChunk).
   virtual void sendSnapshotRequest(MemberIndex to, SnapshotRequest request) = 0;
   virtual void sendSnapshotChunk(MemberIndex to, SnapshotChunk chunk) = 0;
+  // This member's report for operators (daemon/member_report.h).
+  virtual void sendReport(MemberIndex to, const MemberReport& report) = 0;
   virtual bool connected(MemberIndex peer) const = 0;
 };
 
@@ -95,6 +98,11 @@ struct MemberInfo {
   std::string role;
   bool reachable = false;
   uint64_t lagSlots = 0;
+  // The member's latest report: this member's own, current, for itself; nullopt when none was
+  // received since this member started.
+  std::optional<MemberReport> report;
+  uint64_t reportAgeMs = 0;  // since the report was received
+  bool stale = true;         // unreachable, no report, or older than Node::REPORT_STALE_MS
 };
 
 struct NodeStatus {
@@ -109,6 +117,9 @@ struct NodeStatus {
   uint64_t dbSizeBytes = 0;
   uint64_t uptimeMs = 0;
   Nanos leaseLeftNs = 0;
+  uint64_t commitP50Us = 0;  // over the last Node::COMMIT_SAMPLES group commits; 0 when none
+  uint64_t commitP99Us = 0;
+  uint64_t stateDigest = 0;  // election::StateMachine::stateDigest()
   std::vector<MemberInfo> members;
 };
 
@@ -134,6 +145,8 @@ class Node : private kj::TaskSet::ErrorHandler {
   void onForwardRefused(std::vector<std::string> commands, std::optional<MemberIndex> leaderHint);
   void onSnapshotRequest(MemberIndex from, const SnapshotRequest& request);
   void onSnapshotChunk(MemberIndex from, SnapshotChunk&& chunk);
+  // Keeps the latest report of each peer, with the time it arrived.
+  void onMemberReport(MemberIndex from, MemberReport report);
 
   const election::StateMachine& state() const { return state_; }
   const Config& config() const { return config_; }
@@ -173,6 +186,12 @@ class Node : private kj::TaskSet::ErrorHandler {
   static constexpr size_t MAX_SNAPSHOTS_SERVED = 2;
   static constexpr uint64_t SNAPSHOT_IDLE_MS = 10000;
   static constexpr uint64_t SNAPSHOT_RETRY_MS = 1000;
+  // Each member sends its report to every connected peer this often, and at once when its role
+  // or the leader it knows changes. A report older than REPORT_STALE_MS is shown as stale.
+  static constexpr uint64_t REPORT_INTERVAL_MS = 1000;
+  static constexpr uint64_t REPORT_STALE_MS = 3 * REPORT_INTERVAL_MS;
+  // Group commits whose durations the commit latency percentiles are taken over.
+  static constexpr size_t COMMIT_SAMPLES = 256;
 
  private:
   struct PendingWrite {
@@ -231,6 +250,11 @@ class Node : private kj::TaskSet::ErrorHandler {
   void resubmitAll(Nanos now);
   void restartReads(Nanos now);
   StatusCode deadlineCode() const;
+  MemberReport selfReport(Nanos now) const;
+  // Sends this member's report to every connected peer when the interval passed or its role or
+  // known leader changed since the last one.
+  void maybeSendReport(Nanos now);
+  void recordCommit(Nanos duration);
   std::optional<Refusal> checkSpace(size_t requestBytes) const;
   kj::Promise<void> deadline(uint32_t timeoutMs);
   uint64_t sequenceOf(const std::string& command) const;
@@ -267,6 +291,17 @@ class Node : private kj::TaskSet::ErrorHandler {
   uint64_t snapshotsInstalled_ = 0;
   uint64_t snapshotsServed_ = 0;
   bool recoveredPending_ = false;  // Ready::recovered seen; persisted with the next commit
+  struct ReceivedReport {
+    MemberReport report;
+    Nanos receivedAt = 0;
+  };
+  std::vector<std::optional<ReceivedReport>> peerReports_;  // by member index
+  std::optional<Nanos> lastReportAt_;
+  election::Role reportedRole_ = election::Role::FOLLOWER;
+  std::optional<MemberIndex> reportedLeader_;
+  // Durations of the last COMMIT_SAMPLES group commits, a ring written at nextCommitSample_.
+  std::vector<uint64_t> commitMicros_;
+  size_t nextCommitSample_ = 0;
   kj::Promise<void> ticking_ = nullptr;
   kj::TaskSet tasks_;
 };

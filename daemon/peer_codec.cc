@@ -20,7 +20,7 @@ using namespace election;
 // Adding an alternative to election::PeerMessage breaks this until the codec covers it.
 static_assert(std::variant_size_v<PeerMessage> == 16,
               "election::PeerMessage changed: extend peer.capnp and this codec");
-static_assert(std::variant_size_v<PeerEnvelope> == 5);
+static_assert(std::variant_size_v<PeerEnvelope> == 6);
 
 template <typename... Names>
 struct Overloaded : Names... {
@@ -86,6 +86,7 @@ size_t estimateWords(const PeerEnvelope& message) {
                              [](const SnapshotChunk& c) -> size_t {
                                return (c.data.size() + c.unavailable.size()) / 8 + 16;
                              },
+                             [](const MemberReport&) -> size_t { return 24; },
                          },
                          message);
 }
@@ -180,6 +181,35 @@ void encodeCore(peer::Envelope::Builder out, const PeerMessage& message) {
       message);
 }
 
+void encodeReport(peer::MemberReport::Builder out, const MemberReport& m) {
+  if (m.role == "follower") {
+    out.setRole(peer::MemberReport::Role::FOLLOWER);
+  } else if (m.role == "candidate") {
+    out.setRole(peer::MemberReport::Role::CANDIDATE);
+  } else if (m.role == "leader") {
+    out.setRole(peer::MemberReport::Role::LEADER);
+  } else {
+    out.setRole(peer::MemberReport::Role::UNKNOWN);
+  }
+  setBallot(out.initBallot(), m.ballot);
+  if (m.leader) {
+    out.getLeader().setMember(*m.leader);
+  } else {
+    out.getLeader().setNone();
+  }
+  out.setDecidedSlot(m.decidedSlot);
+  out.setAppliedSlot(m.appliedSlot);
+  out.setRevision(m.revision);
+  out.setLeaseLeftMs(m.leaseLeftMs);
+  out.setDbSizeBytes(m.dbSizeBytes);
+  out.setStoreLimitBytes(m.storeLimitBytes);
+  out.setCommitP50Us(m.commitP50Us);
+  out.setCommitP99Us(m.commitP99Us);
+  out.setIncarnation(m.incarnation);
+  out.setUptimeMs(m.uptimeMs);
+  out.setStateDigest(m.stateDigest);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Decoding
 
@@ -254,6 +284,46 @@ class Decoder {
       out.push_back(
           LogEntry{s, ballot(entry.getBallot(), what), Value{commands(entry.getCommands(), what)}});
     }
+    return out;
+  }
+
+  MemberReport report(peer::MemberReport::Reader in) {
+    MemberReport out;
+    switch (in.getRole()) {
+      case peer::MemberReport::Role::FOLLOWER:
+        out.role = "follower";
+        break;
+      case peer::MemberReport::Role::CANDIDATE:
+        out.role = "candidate";
+        break;
+      case peer::MemberReport::Role::LEADER:
+        out.role = "leader";
+        break;
+      default:  // unknown, or a role added later: informational, so shown rather than refused
+        out.role = "unknown";
+    }
+    out.ballot = ballot(in.getBallot(), "MemberReport");
+    auto leader = in.getLeader();
+    switch (leader.which()) {
+      case peer::MemberReport::Leader::NONE:
+        break;
+      case peer::MemberReport::Leader::MEMBER:
+        out.leader = member(leader.getMember(), "MemberReport leader");
+        break;
+      default:
+        fail("MemberReport: unknown leader kind " + str(leader.which()));
+    }
+    out.decidedSlot = in.getDecidedSlot();
+    out.appliedSlot = in.getAppliedSlot();
+    out.revision = in.getRevision();
+    out.leaseLeftMs = in.getLeaseLeftMs();
+    out.dbSizeBytes = in.getDbSizeBytes();
+    out.storeLimitBytes = in.getStoreLimitBytes();
+    out.commitP50Us = in.getCommitP50Us();
+    out.commitP99Us = in.getCommitP99Us();
+    out.incarnation = in.getIncarnation();
+    out.uptimeMs = in.getUptimeMs();
+    out.stateDigest = in.getStateDigest();
     return out;
   }
 
@@ -395,6 +465,8 @@ class Decoder {
         }
         return out;
       }
+      case peer::Envelope::MEMBER_REPORT:
+        return report(in.getMemberReport());
     }
     fail("unknown message type " + str(in.which()) + " in a version " + str(in.getVersion()) +
          " envelope");
@@ -523,6 +595,7 @@ kj::Array<capnp::word> encodeEnvelope(const PeerEnvelope& message) {
                      b.getLeaderHint().setNone();
                    }
                  },
+                 [&](const MemberReport& m) { encodeReport(out.initMemberReport(), m); },
              },
              message);
   return capnp::messageToFlatArray(builder);

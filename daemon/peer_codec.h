@@ -20,6 +20,7 @@
 #include <variant>
 #include <vector>
 
+#include "daemon/member_report.h"
 #include "election/messages.h"
 #include "election/types.h"
 
@@ -72,8 +73,8 @@ struct SnapshotChunk {
 };
 
 // Everything that travels between members after the handshake.
-using PeerEnvelope =
-    std::variant<election::PeerMessage, Forward, ForwardRefused, SnapshotRequest, SnapshotChunk>;
+using PeerEnvelope = std::variant<election::PeerMessage, Forward, ForwardRefused, SnapshotRequest,
+                                  SnapshotChunk, MemberReport>;
 
 // The handshake frame, first on every connection in both directions.
 struct Hello {

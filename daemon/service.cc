@@ -205,6 +205,27 @@ class KvService final : public rpc::Kv::Server {
   Node& node_;
 };
 
+// The fields of a member's row that come from its report.
+void setReport(rpc::MemberStatus::Builder out, const MemberReport& report, uint64_t ageMs,
+               const std::vector<std::string>& names) {
+  out.setReported(true);
+  out.setReportAgeMs(ageMs);
+  out.setBallotRound(report.ballot.round);
+  out.setBallotMember(report.ballot.member);
+  if (report.leader && *report.leader < names.size()) out.setLeader(names[*report.leader]);
+  out.setDecidedSlot(report.decidedSlot);
+  out.setAppliedSlot(report.appliedSlot);
+  out.setRevision(report.revision);
+  out.setLeaseLeftMs(report.leaseLeftMs);
+  out.setDbSizeBytes(report.dbSizeBytes);
+  out.setStoreLimitBytes(report.storeLimitBytes);
+  out.setCommitP50Us(report.commitP50Us);
+  out.setCommitP99Us(report.commitP99Us);
+  out.setIncarnation(report.incarnation);
+  out.setUptimeMs(report.uptimeMs);
+  out.setStateDigest(report.stateDigest);
+}
+
 class AdminService final : public rpc::Admin::Server {
  public:
   AdminService(Node& node, PeerCredentials caller) : node_(node), caller_(caller) {}
@@ -216,6 +237,7 @@ class AdminService final : public rpc::Admin::Server {
       return kj::READY_NOW;
     }
     NodeStatus status = node_.status();
+    const std::vector<std::string> names = node_.config().peerNames();
     setStatus(results.initStatus(), StatusCode::OK, "");
     setHeader(results.initHeader(), node_);
     auto info = results.initInfo();
@@ -236,6 +258,10 @@ class AdminService final : public rpc::Admin::Server {
     info.setCallerPid(caller_.pid);
     info.setCallerUid(caller_.uid);
     info.setCallerGid(caller_.gid);
+    info.setLeaseLeftMs(static_cast<uint64_t>(status.leaseLeftNs / election::NANOS_PER_MS));
+    info.setCommitP50Us(status.commitP50Us);
+    info.setCommitP99Us(status.commitP99Us);
+    info.setStateDigest(status.stateDigest);
     auto members = info.initMembers(status.members.size());
     for (size_t i = 0; i < status.members.size(); ++i) {
       const MemberInfo& member = status.members[i];
@@ -244,6 +270,8 @@ class AdminService final : public rpc::Admin::Server {
       members[i].setRole(member.role);
       members[i].setReachable(member.reachable);
       members[i].setLagSlots(member.lagSlots);
+      members[i].setStale(member.stale);
+      if (member.report) setReport(members[i], *member.report, member.reportAgeMs, names);
     }
     return kj::READY_NOW;
   }

@@ -193,9 +193,71 @@ std::optional<CommandId> commandIdOf(std::string_view encoded) {
   }
 }
 
+// --- digest --------------------------------------------------------------------------------
+
+namespace {
+
+constexpr uint64_t FNV_OFFSET_BASIS = 0xcbf29ce484222325ull;
+constexpr uint64_t FNV_PRIME = 0x100000001b3ull;
+
+uint64_t fnv1a(uint64_t hash, std::string_view bytes) {
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= FNV_PRIME;
+  }
+  return hash;
+}
+
+uint64_t fnv1a(uint64_t hash, uint64_t number) {
+  for (int i = 0; i < 8; ++i) {
+    hash ^= (number >> (8 * i)) & 0xff;
+    hash *= FNV_PRIME;
+  }
+  return hash;
+}
+
+// MurmurHash3's 64-bit finalizer.
+uint64_t fmix64(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ull;
+  k ^= k >> 33;
+  return k;
+}
+
+}  // namespace
+
+uint64_t keyDigest(std::string_view key, const KeyRecord& record) {
+  uint64_t hash = FNV_OFFSET_BASIS;
+  hash = fnv1a(hash, uint64_t{key.size()});
+  hash = fnv1a(hash, key);
+  hash = fnv1a(hash, uint64_t{record.value.size()});
+  hash = fnv1a(hash, record.value);
+  hash = fnv1a(hash, record.createRevision);
+  hash = fnv1a(hash, record.modRevision);
+  hash = fnv1a(hash, record.version);
+  hash = fnv1a(hash, record.lease);
+  return fmix64(hash);
+}
+
+uint64_t mixRevision(uint64_t digest, uint64_t revision) {
+  return fmix64(digest + fmix64(revision ^ 0x9e3779b97f4a7c15ull));
+}
+
+uint64_t StateMachine::recomputeDigest() const {
+  uint64_t sum = 0;
+  for (const auto& [key, record] : keys_)
+    sum += keyDigest(key, record);
+  return sum;
+}
+
 // --- restore -------------------------------------------------------------------------------
 
 void StateMachine::restoreKey(std::string key, KeyRecord record) {
+  auto it = keys_.find(key);
+  if (it != keys_.end()) digest_ -= keyDigest(it->first, it->second);
+  digest_ += keyDigest(key, record);
   keys_.insert_or_assign(std::move(key), std::move(record));
 }
 
@@ -384,12 +446,15 @@ void StateMachine::putKey(std::string_view key, std::string_view value, uint64_t
   if (it == keys_.end()) {
     it = keys_.emplace(std::string(key), KeyRecord{}).first;
     it->second.createRevision = revision;
+  } else {
+    digest_ -= keyDigest(it->first, it->second);
   }
   KeyRecord& record = it->second;
   record.value.assign(value);
   record.modRevision = revision;
   record.version += 1;
   record.lease = lease;
+  digest_ += keyDigest(it->first, record);
   dirtyKeys_.emplace(key);
 }
 
@@ -397,6 +462,7 @@ uint64_t StateMachine::deleteRange(std::string_view key, std::string_view rangeE
   if (rangeEnd.empty()) {
     auto it = keys_.find(key);
     if (it == keys_.end()) return 0;
+    digest_ -= keyDigest(it->first, it->second);
     keys_.erase(it);
     dirtyKeys_.emplace(key);
     return 1;
@@ -404,8 +470,10 @@ uint64_t StateMachine::deleteRange(std::string_view key, std::string_view rangeE
   auto first = keys_.lower_bound(key);
   auto last = isOpenRangeEnd(rangeEnd) ? keys_.end() : keys_.lower_bound(rangeEnd);
   uint64_t count = 0;
-  for (auto it = first; it != last; ++it, ++count)
+  for (auto it = first; it != last; ++it, ++count) {
+    digest_ -= keyDigest(it->first, it->second);
     dirtyKeys_.insert(it->first);
+  }
   keys_.erase(first, last);
   return count;
 }

@@ -71,6 +71,16 @@ struct RequestLimits {
 std::optional<std::string> validateRequest(records::Command::Reader command,
                                            const RequestLimits& limits);
 
+// The digest term of one key: FNV-1a-64 over the key's length (8 bytes, little-endian), the key,
+// the value's length, the value, then createRevision, modRevision, version and lease (8 bytes
+// each, little-endian), finished with MurmurHash3's fmix64 so that every input bit reaches every
+// output bit. Fixed forever: members built from different versions must agree on it.
+uint64_t keyDigest(std::string_view key, const KeyRecord& record);
+
+// A map digest with the revision mixed in (what members report): fmix64 of the digest plus
+// fmix64 of the revision xor a constant.
+uint64_t mixRevision(uint64_t digest, uint64_t revision);
+
 // Encodes a command as the flat message stored in a Value.
 std::string encodeCommand(capnp::MessageBuilder& message);
 
@@ -113,6 +123,15 @@ class StateMachine {
     for (const auto& [member, session] : sessions_)
       fn(member, encodeSession(session));
   }
+  // Order-independent digest of the config map: the sum mod 2^64 of keyDigest() over every key,
+  // kept up to date wherever a key is set or erased. Equal maps give equal digests whatever
+  // sequence of slots and batches built them; a put undone by a delete restores it.
+  uint64_t digest() const { return digest_; }
+  // digest() with the revision mixed in: members at the same applied slot report the same one.
+  uint64_t stateDigest() const { return mixRevision(digest_, revision_); }
+  // The digest computed from scratch over every key (O(size of the map)); equals digest().
+  uint64_t recomputeDigest() const;
+
   // Hands over everything changed since the last call, and forgets it.
   StateChanges takeChanges();
   // Whether takeChanges() would report anything (keys, sessions or a newer applied slot).
@@ -156,6 +175,7 @@ class StateMachine {
   std::map<CommandId, CommandOutcome> recentResults_;
   std::deque<CommandId> recentOrder_;  // insertion order, to evict the oldest past the bound
   uint64_t revision_ = 0;
+  uint64_t digest_ = 0;  // see digest()
   Slot appliedSlot_ = 0;
   Slot takenSlot_ = 0;  // appliedSlot_ as of the last takeChanges() or restore
 

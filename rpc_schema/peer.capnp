@@ -162,6 +162,38 @@ struct SnapshotChunk {
   unavailable @6 :Text;   # empty when data is set
 }
 
+# Daemon level, informational only (nothing in the protocol depends on it): a member's view of
+# itself, sent to every connected peer about once a second and at once when its role or the
+# leader it knows changes, so that any member can show operators the state of every member.
+# All values are as of sending.
+struct MemberReport {
+  role @0 :Role;
+  ballot @1 :Records.Ballot;
+  leader :union {
+    none @2 :Void;
+    member @3 :UInt32;  # index in the sorted peer list
+  }
+  decidedSlot @4 :UInt64;
+  appliedSlot @5 :UInt64;
+  revision @6 :UInt64;
+  leaseLeftMs @7 :UInt64;     # the leader lease still held; 0 unless leading
+  dbSizeBytes @8 :UInt64;
+  storeLimitBytes @9 :UInt64;
+  commitP50Us @10 :UInt64;    # over the member's recent group commits; 0 when none yet
+  commitP99Us @11 :UInt64;
+  incarnation @12 :UInt64;
+  uptimeMs @13 :UInt64;
+  stateDigest @14 :UInt64;    # election::StateMachine::stateDigest()
+
+  # An unknown value (from a newer member) is shown as "unknown", never refused.
+  enum Role {
+    unknown @0;
+    follower @1;
+    candidate @2;
+    leader @3;
+  }
+}
+
 # Every frame after the Hello.
 struct Envelope {
   version @0 :UInt32;  # protocolVersion of the sender
@@ -186,5 +218,6 @@ struct Envelope {
     recoveryReply @18 :RecoveryReply;
     snapshotRequest @19 :SnapshotRequest;
     snapshotChunk @20 :SnapshotChunk;
+    memberReport @21 :MemberReport;
   }
 }

@@ -123,6 +123,25 @@ struct MemberStatus {
   role @2 :Text;        # leader / follower / candidate / learner / unknown
   reachable @3 :Bool;
   lagSlots @4 :UInt64;
+  # From the member's own latest report (the answering member's are current); all zero / empty
+  # when `reported` is false.
+  reported @5 :Bool;       # a report from this member was received since the answering one started
+  reportAgeMs @6 :UInt64;  # since the report was received; 0 for the answering member
+  stale @7 :Bool;          # not reachable, no report, or the report is older than 3 report intervals
+  ballotRound @8 :UInt64;
+  ballotMember @9 :UInt32;
+  leader @10 :Text;        # the leader that member knows; empty when unknown
+  decidedSlot @11 :UInt64;
+  appliedSlot @12 :UInt64;
+  revision @13 :UInt64;
+  leaseLeftMs @14 :UInt64; # leader lease left, at the leader; 0 elsewhere
+  dbSizeBytes @15 :UInt64;
+  storeLimitBytes @16 :UInt64;
+  commitP50Us @17 :UInt64; # group commit (fsync) latency over its recent commits, microseconds
+  commitP99Us @18 :UInt64;
+  incarnation @19 :UInt64;
+  uptimeMs @20 :UInt64;
+  stateDigest @21 :UInt64; # equal on members with equal applied state (same revision)
 }
 
 struct StatusInfo {
@@ -145,6 +164,10 @@ struct StatusInfo {
   callerPid @15 :Int32;
   callerUid @16 :UInt32;
   callerGid @17 :UInt32;
+  leaseLeftMs @18 :UInt64;  # leader lease left; 0 unless this member leads
+  commitP50Us @19 :UInt64;  # group commit (fsync) latency over the recent commits, microseconds
+  commitP99Us @20 :UInt64;
+  stateDigest @21 :UInt64;  # the config map's digest with the revision mixed in
 }
 
 interface Admin {

@@ -508,6 +508,56 @@ TEST_CASE("render txn: compare failed is exit 1 with succeeded false") {
                        "succeeded"));
 }
 
+// n1 reported (this member, current); n3 unreachable, never reported.
+std::vector<MemberStatus> twoMembers() {
+  MemberStatus n1;
+  n1.name = "n1";
+  n1.address = "127.0.0.1:7101";
+  n1.role = "follower";
+  n1.reachable = true;
+  n1.reported = true;
+  n1.ballotRound = 4;
+  n1.ballotMember = 2;
+  n1.leader = "n3";
+  n1.decidedSlot = 10;
+  n1.appliedSlot = 9;
+  n1.revision = 12;
+  n1.dbSizeBytes = 1536;
+  n1.storeLimitBytes = 1 << 30;
+  n1.commitP50Us = 800;
+  n1.commitP99Us = 2500;
+  n1.incarnation = 3;
+  n1.uptimeMs = 5000;
+  n1.stateDigest = 0xab;
+  MemberStatus n3;
+  n3.name = "n3";
+  n3.address = "127.0.0.1:7103";
+  n3.role = "unknown";
+  n3.lagSlots = 5;
+  n3.stale = true;
+  return {n1, n3};
+}
+
+const std::string TWO_MEMBERS_JSON =
+    R"("members":[{"name":"n1","address":"127.0.0.1:7101","role":"follower","reachable":true,)"
+    R"("lagSlots":0,"reported":true,"stale":false,"reportAgeMs":0,"ballot":{"round":4,"member":2},)"
+    R"("leader":"n3","decidedSlot":10,"appliedSlot":9,"revision":12,"leaseLeftMs":0,)"
+    R"("dbSizeBytes":1536,"storeLimitBytes":1073741824,"commitP50Us":800,"commitP99Us":2500,)"
+    R"("incarnation":3,"uptimeMs":5000,"stateDigest":"00000000000000ab"},)"
+    R"({"name":"n3","address":"127.0.0.1:7103","role":"unknown","reachable":false,"lagSlots":5,)"
+    R"("reported":false,"stale":true,"reportAgeMs":null,"ballot":null,"leader":null,)"
+    R"("decidedSlot":null,"appliedSlot":null,"revision":null,"leaseLeftMs":null,)"
+    R"("dbSizeBytes":null,"storeLimitBytes":null,"commitP50Us":null,"commitP99Us":null,)"
+    R"("incarnation":null,"uptimeMs":null,"stateDigest":null}])";
+
+const std::string TWO_MEMBERS_TABLE =
+    "NAME  ROLE      BALLOT  DECIDED  APPLIED  LAG  LEASE_MS  DB_SIZE  COMMIT_P50/P99_US  "
+    "DIGEST            REPORT_AGE_MS  REACHABLE\n"
+    "n1    follower  4.2     10       9        0    -         1.5 KiB  800/2500           "
+    "00000000000000ab  0              yes\n"
+    "n3    unknown   -       -        -        5    -         -        -                  "
+    "-                 none           no\n";
+
 TEST_CASE("render status") {
   StatusInfo info;
   info.member = "n1";
@@ -518,17 +568,21 @@ TEST_CASE("render status") {
   info.appliedSlot = 9;
   info.revision = 12;
   info.clusterId = "c";
-  info.members.push_back(MemberStatus{"n1", "127.0.0.1:7101", "follower", true, 0});
-  info.members.push_back(MemberStatus{"n3", "127.0.0.1:7103", "leader", false, 5});
+  info.members.push_back(twoMembers()[0]);
+  info.members.push_back(twoMembers()[1]);
+  info.leaseLeftMs = 0;
+  info.commitP50Us = 800;
+  info.commitP99Us = 2500;
+  info.stateDigest = 0x00ab;
   Rendered json = renderStatus(answered(Code::OK, info), JSON);
-  CHECK(
-      json.out ==
-      R"({"ok":true,"revision":12,"member":"n1","clusterId":"c","role":"follower",)"
-      R"("ballot":{"round":4,"member":2},"leader":null,"decidedSlot":10,"appliedSlot":9,)"
-      R"("members":[{"name":"n1","address":"127.0.0.1:7101","role":"follower","reachable":true,"lagSlots":0},)"
-      R"({"name":"n3","address":"127.0.0.1:7103","role":"leader","reachable":false,"lagSlots":5}],)"
-      R"("incarnation":0,"dbSizeBytes":0,"storeLimitBytes":0,"version":"","uptimeMs":0})"
-      "\n");
+  CHECK(json.out ==
+        R"({"ok":true,"revision":12,"member":"n1","clusterId":"c","role":"follower",)"
+        R"("ballot":{"round":4,"member":2},"leader":null,"decidedSlot":10,"appliedSlot":9,)" +
+            TWO_MEMBERS_JSON +
+            R"(,"incarnation":0,"dbSizeBytes":0,"storeLimitBytes":0,"version":"","uptimeMs":0,)"
+            R"("leaseLeftMs":0,"commitP50Us":800,"commitP99Us":2500,)"
+            R"("stateDigest":"00000000000000ab"})"
+            "\n");
   info.leader = "n3";
   CHECK(contains(renderStatus(answered(Code::OK, info), JSON).out, R"("leader":"n3")"));
   Rendered human = renderStatus(answered(Code::OK, info), HUMAN);
@@ -537,9 +591,36 @@ TEST_CASE("render status") {
   CHECK(contains(human.out, "leader        n3\n"));
   CHECK(contains(human.out, "decided slot  10\n"));
   CHECK(contains(human.out, "applied slot  9\n"));
-  CHECK(contains(human.out,
-                 "NAME  ADDRESS         ROLE      REACHABLE  LAG_SLOTS\n"
-                 "n1    127.0.0.1:7101  follower  yes        0\n"
-                 "n3    127.0.0.1:7103  leader    no         5\n"));
+  CHECK(contains(human.out, "fsync p50/99  800 / 2500 us\n"));
+  CHECK(contains(human.out, "state digest  00000000000000ab\n"));
+  CHECK(contains(human.out, TWO_MEMBERS_TABLE));
   CHECK(renderStatus(unanswered<StatusInfo>(Code::UNAVAILABLE, "x"), HUMAN).exitCode == 3);
+}
+
+TEST_CASE("render members: the table alone, every field in JSON, null when never reported") {
+  StatusInfo info;
+  info.members = twoMembers();
+  Result<StatusInfo> result = answered(Code::OK, info);
+  result.header.revision = 12;
+  result.header.member = "n1";
+  CHECK(renderMembers(result, JSON).out == R"({"ok":true,)" + TWO_MEMBERS_JSON +
+                                               R"(,"revision":12,"member":"n1"})"
+                                               "\n");
+  Rendered human = renderMembers(result, HUMAN);
+  CHECK(human.out == TWO_MEMBERS_TABLE);
+  CHECK(human.exitCode == 0);
+  Rendered failed = renderMembers(unanswered<StatusInfo>(Code::UNAVAILABLE, "down"), JSON);
+  CHECK(contains(failed.out, R"("ok":false)"));
+  CHECK(failed.exitCode == 3);
+  CHECK(digestHex(0xfedcba9876543210ull) == "fedcba9876543210");
+}
+
+TEST_CASE("members parses, also in the shell, and is in --help") {
+  auto parsed = parseInvocation({"members"}, ParseMode::COMMAND_LINE);
+  REQUIRE(parsed.ok());
+  CHECK(std::holds_alternative<MembersCommand>(parsed.value->command));
+  CHECK(parseInvocation({"members"}, ParseMode::SHELL_LINE).ok());
+  CHECK_FALSE(parseInvocation({"members", "extra"}, ParseMode::COMMAND_LINE).ok());
+  CHECK(contains(helpText(), "  members\n"));
+  CHECK(contains(helpText(), "commitP99Us"));
 }

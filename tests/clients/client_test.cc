@@ -181,6 +181,27 @@ TEST_CASE("status info is converted field by field") {
   CHECK(status->members[1].name == "n2");
   CHECK_FALSE(status->members[1].reachable);
   CHECK(status->members[1].lagSlots == 12);
+  CHECK(status->leaseLeftMs == 1999);
+  CHECK(status->commitP50Us == 700);
+  CHECK(status->commitP99Us == 3100);
+  CHECK(status->stateDigest == 0xfedcba9876543210ull);
+  const MemberStatus& self = status->members[0];
+  CHECK(self.reported);
+  CHECK_FALSE(self.stale);
+  CHECK(self.ballotRound == 7);
+  CHECK(self.leader == "fake1");
+  CHECK(self.decidedSlot == 41);
+  CHECK(self.appliedSlot == 40);
+  CHECK(self.leaseLeftMs == 1999);
+  CHECK(self.dbSizeBytes == 4096);
+  CHECK(self.storeLimitBytes == 1 << 20);
+  CHECK(self.commitP50Us == 700);
+  CHECK(self.commitP99Us == 3100);
+  CHECK(self.incarnation == 3);
+  CHECK(self.uptimeMs == 1500);
+  CHECK(self.stateDigest == 0xfedcba9876543210ull);
+  CHECK(status->members[1].stale);
+  CHECK(status->members[1].reportAgeMs == 4321);
 }
 
 TEST_CASE("daemon statuses pass through; RPC exceptions become INTERNAL") {
@@ -338,6 +359,15 @@ TEST_CASE("execute: every command, human and JSON") {
   Rendered status = execute(f.client, parseLine({"status"}), false);
   CHECK(status.exitCode == 0);
   CHECK(status.out.find("role          leader") != std::string::npos);
+
+  Rendered members = execute(f.client, parseLine({"--json", "members"}), false);
+  CHECK(members.exitCode == 0);
+  CHECK(members.out.find(R"({"ok":true,"members":[{"name":"fake1")") == 0);
+  CHECK(members.out.find(R"("stateDigest":"fedcba9876543210")") != std::string::npos);
+  CHECK(members.out.find(R"("reportAgeMs":4321)") != std::string::npos);
+  Rendered table = execute(f.client, parseLine({"members"}), false);
+  CHECK(table.out.find("fedcba9876543210") != std::string::npos);
+  CHECK(table.out.find("4321 (stale)") != std::string::npos);
 }
 
 TEST_CASE("shell: one JSON line per command, comments and errors, one connection") {

@@ -259,16 +259,38 @@ class FakeAdmin final : public rpc::Admin::Server {
     info.setStoreLimitBytes(1 << 20);
     info.setVersion("fake");
     info.setUptimeMs(1500);
+    info.setLeaseLeftMs(1999);
+    info.setCommitP50Us(700);
+    info.setCommitP99Us(3100);
+    info.setStateDigest(0xfedcba9876543210ull);
     auto members = info.initMembers(2);
     members[0].setName(state.member);
     members[0].setAddress("127.0.0.1:7101");
     members[0].setRole("leader");
     members[0].setReachable(true);
+    members[0].setReported(true);
+    members[0].setBallotRound(7);
+    members[0].setBallotMember(0);
+    members[0].setLeader(state.member);
+    members[0].setDecidedSlot(41);
+    members[0].setAppliedSlot(40);
+    members[0].setRevision(state.revision);
+    members[0].setLeaseLeftMs(1999);
+    members[0].setDbSizeBytes(4096);
+    members[0].setStoreLimitBytes(1 << 20);
+    members[0].setCommitP50Us(700);
+    members[0].setCommitP99Us(3100);
+    members[0].setIncarnation(3);
+    members[0].setUptimeMs(1500);
+    members[0].setStateDigest(0xfedcba9876543210ull);
     members[1].setName("n2");
     members[1].setAddress("127.0.0.1:7102");
     members[1].setRole("follower");
     members[1].setReachable(false);
     members[1].setLagSlots(12);
+    members[1].setStale(true);
+    members[1].setReported(true);
+    members[1].setReportAgeMs(4321);
     return kj::READY_NOW;
   }
 

@@ -178,9 +178,10 @@ ctl status
 expect_rc 0 "status"
 grep -Eq '^role +leader$' "$work/out" && pass || fail "status shows role leader"
 grep -Eq '^member +n1$' "$work/out" && pass || fail "status shows member n1"
-grep -Eq '^NAME +ADDRESS +ROLE +REACHABLE +LAG_SLOTS$' "$work/out" && pass ||
-  fail "status has a members table"
-grep -Eq "^n1 +127.0.0.1:$port +leader +yes +0$" "$work/out" && pass || fail "status lists n1"
+grep -Eq '^NAME +ROLE +BALLOT +DECIDED +APPLIED +LAG +LEASE_MS +DB_SIZE +COMMIT_P50/P99_US +DIGEST +REPORT_AGE_MS +REACHABLE$' "$work/out" &&
+  pass || fail "status has a members table"
+grep -Eq "^n1 +leader +[0-9]+\.0 +[0-9]+ +[0-9]+ +0 +[0-9]+ +[0-9.]+ [KMG]?i?B +[0-9]+/[0-9]+ +[0-9a-f]{16} +0 +yes$" "$work/out" &&
+  pass || fail "status lists n1"
 ctl --json status
 expect_rc 0 "status --json"
 expect_json '.ok and .member == "n1" and .role == "leader" and .leader == "n1"
@@ -188,8 +189,24 @@ expect_json '.ok and .member == "n1" and .role == "leader" and .leader == "n1"
   and (.appliedSlot | type) == "number" and (.revision | type) == "number"
   and (.members | length) == 1 and .members[0].name == "n1"
   and .members[0].address == "127.0.0.1:'"$port"'" and .members[0].reachable == true
-  and (.members[0].lagSlots | type) == "number" and .members[0].role == "leader"' \
+  and (.members[0].lagSlots | type) == "number" and .members[0].role == "leader"
+  and .members[0].reported == true and .members[0].stale == false
+  and .members[0].reportAgeMs == 0 and .members[0].leader == "n1"
+  and .members[0].dbSizeBytes > 0 and .members[0].appliedSlot == .appliedSlot
+  and (.members[0].stateDigest | test("^[0-9a-f]{16}$"))
+  and .members[0].stateDigest == .stateDigest and .leaseLeftMs > 0
+  and (.commitP50Us | type) == "number" and .commitP99Us >= .commitP50Us' \
   "status JSON fields"
+ctl --json members
+expect_rc 0 "members --json"
+expect_json '.ok and (.members | length) == 1 and .members[0].name == "n1"
+  and .members[0].role == "leader" and (.members[0].ballot.round | type) == "number"' \
+  "members JSON fields"
+ctl members
+expect_rc 0 "members"
+grep -Eq '^NAME +ROLE +BALLOT' "$work/out" && pass || fail "members prints the member table"
+printf 'members\n' | "$SYNODCTL" --socket "$sock" shell >"$work/out" 2>"$work/err"
+expect_json '.ok and .members[0].name == "n1" and .members[0].reported' "members in the shell"
 
 echo "# put / get"
 ctl put greeting 'hello world'

@@ -170,6 +170,32 @@ TEST_CASE("an unknown message type is refused") {
   CHECK(error.find("unknown message type 99") != std::string::npos);
 }
 
+TEST_CASE("MemberReport: an unknown role is shown as unknown") {
+  MemberReport report{"leader", election::Ballot{4, 1}, 1, 9, 8, 7, 6, 5, 4, 3, 2, 1, 1, 99};
+  capnp::MallocMessageBuilder builder;
+  auto root = builder.initRoot<peer::Envelope>();
+  root.setVersion(PEER_PROTOCOL_VERSION);
+  auto frame = encodeEnvelope(report);
+  {
+    kj::ArrayInputStream input(frame.asBytes());
+    capnp::InputStreamMessageReader reader(input);
+    builder.setRoot(reader.getRoot<peer::Envelope>());
+  }
+  builder.getRoot<peer::Envelope>().getMemberReport().setRole(
+      static_cast<peer::MemberReport::Role>(42));
+  auto decoded = decodeWords(encodeRaw(builder));
+  REQUIRE(std::holds_alternative<PeerEnvelope>(decoded));
+  auto back = std::get<MemberReport>(std::get<PeerEnvelope>(decoded));
+  CHECK(back.role == "unknown");
+  back.role = report.role;
+  CHECK(back == report);
+  // A role name this build cannot send goes out as unknown.
+  report.role = "learner";
+  decoded = decodeWords(encodeEnvelope(report));
+  REQUIRE(std::holds_alternative<PeerEnvelope>(decoded));
+  CHECK(std::get<MemberReport>(std::get<PeerEnvelope>(decoded)).role == "unknown");
+}
+
 TEST_CASE("member indexes are checked against the member count") {
   using namespace election;
   std::vector<PeerEnvelope> bad = {
@@ -184,6 +210,8 @@ TEST_CASE("member indexes are checked against the member count") {
       ForwardRefused{{"x"}, MemberIndex{3}},
       PeerMessage(Handoff{Ballot{1, 3}, 0}),
       PeerMessage(Handoff{Ballot{1, 0}, 3}),
+      MemberReport{"leader", Ballot{1, 3}, std::nullopt, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0},
+      MemberReport{"follower", Ballot{1, 0}, MemberIndex{3}, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0},
   };
   for (const auto& message : bad) {
     auto frame = encodeEnvelope(message);

@@ -80,6 +80,9 @@ inline bool same(const Forward& a, const Forward& b) {
 inline bool same(const ForwardRefused& a, const ForwardRefused& b) {
   return a.commands == b.commands && a.leaderHint == b.leaderHint;
 }
+inline bool same(const MemberReport& a, const MemberReport& b) {
+  return a == b;
+}
 
 template <typename... Types>
 bool sameVariant(const std::variant<Types...>& a, const std::variant<Types...>& b) {
@@ -100,7 +103,8 @@ inline bool same(const PeerEnvelope& a, const PeerEnvelope& b) {
   return sameVariant(a, b);
 }
 
-// Which alternative, flattened: 0..12 the PeerMessage alternatives, then Forward, ForwardRefused.
+// Which alternative, flattened: first the PeerMessage alternatives, then the daemon-level ones
+// (Forward, ForwardRefused, SnapshotRequest, SnapshotChunk, MemberReport).
 inline size_t kindOf(const PeerEnvelope& message) {
   if (auto* core = std::get_if<e::PeerMessage>(&message)) return core->index();
   return std::variant_size_v<e::PeerMessage> + message.index() - 1;
@@ -161,6 +165,12 @@ inline std::vector<PeerEnvelope> sampleEnvelopes() {
   out.emplace_back(Forward{{binary(10, 'q'), binary(3000, 1)}});
   out.emplace_back(ForwardRefused{{binary(10, 'q')}, std::nullopt});
   out.emplace_back(ForwardRefused{{binary(5, 'z'), ""}, e::MemberIndex{2}});
+  out.emplace_back(MemberReport{"leader", ballot, e::MemberIndex{2}, 41, 40, 1234, 1999, UINT64_MAX,
+                                1ull << 33, 850, 12000, 7, 86400000, 0x8000000000000001ull});
+  out.emplace_back(
+      MemberReport{"candidate", e::Ballot{}, std::nullopt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+  out.emplace_back(MemberReport{"follower", e::Ballot{3, 0}, e::MemberIndex{0}, 5, 5, 9, 0, 4096,
+                                1 << 20, 1, 2, 3, 4, 5});
   return out;
 }
 

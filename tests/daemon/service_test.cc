@@ -234,6 +234,100 @@ TEST_CASE("status names the member, its role and the caller's credentials") {
   CHECK(info.getCallerPid() == 4242);
   REQUIRE(info.getMembers().size() == 1);
   CHECK(info.getMembers()[0].getReachable());
+  // Its own row carries its own current report.
+  auto self = info.getMembers()[0];
+  CHECK(self.getReported());
+  CHECK_FALSE(self.getStale());
+  CHECK(self.getReportAgeMs() == 0);
+  CHECK(info.getStateDigest() != 0);
+  CHECK(self.getStateDigest() == info.getStateDigest());
+  CHECK(self.getAppliedSlot() == info.getAppliedSlot());
+  CHECK(self.getLeader() == "n1");
+  CHECK(self.getStoreLimitBytes() == info.getStoreLimitBytes());
+  CHECK(info.getLeaseLeftMs() > 0);
+  CHECK(info.getCommitP99Us() >= info.getCommitP50Us());
+  // The digest follows the state: another write changes it.
+  f.put("b", "2");
+  auto after = f.admin.statusRequest().send().wait(f.ws()).getInfo();
+  CHECK(after.getStateDigest() != info.getStateDigest());
+}
+
+// Records what a Node sends to its peers; `up` says which peers count as connected.
+class FakeOutbox final : public PeerOutbox {
+ public:
+  std::vector<bool> up;
+  std::vector<std::pair<MemberIndex, MemberReport>> reports;
+
+  void sendCore(MemberIndex, election::PeerMessage) override {}
+  void sendForward(MemberIndex, std::vector<std::string>) override {}
+  void sendForwardRefused(MemberIndex, std::vector<std::string>,
+                          std::optional<MemberIndex>) override {}
+  void sendReport(MemberIndex to, const MemberReport& report) override {
+    reports.emplace_back(to, report);
+  }
+  void sendSnapshotRequest(MemberIndex, SnapshotRequest) override {}
+  void sendSnapshotChunk(MemberIndex, SnapshotChunk) override {}
+  bool connected(MemberIndex peer) const override { return peer < up.size() && up[peer]; }
+};
+
+TEST_CASE("reports: sent to connected peers only; status shows each member's latest report") {
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  Config config = parseConfig(
+      "cluster_id: test\nnode: n1\npeers:\n  n1: 127.0.0.1:7101\n  n2: 127.0.0.1:7102\n"
+      "  n3: 127.0.0.1:7103\ndata_dir: /tmp/unused\nsocket: /tmp/unused.sock\n"
+      "store_limit_bytes: 1000000000\n",
+      "test.yaml");
+  storage::MemoryStore store;
+  FakeOutbox outbox;
+  outbox.up = {false, true, false};
+  Node node(config, store, io.provider->getTimer(), &outbox, 1);
+  // The first report leaves at start, to n2 only (n3 is not connected).
+  REQUIRE(outbox.reports.size() == 1);
+  CHECK(outbox.reports[0].first == 1);
+  const MemberReport& sent = outbox.reports[0].second;
+  CHECK(sent.role == "follower");
+  CHECK(sent.storeLimitBytes == 1000000000);
+  CHECK(sent.stateDigest == node.state().stateDigest());
+  CHECK(sent.incarnation == store.startState().incarnation);
+
+  MemberReport fromN2{"candidate",
+                      election::Ballot{5, 1},
+                      MemberIndex{2},
+                      40,
+                      39,
+                      12,
+                      0,
+                      8192,
+                      1 << 20,
+                      300,
+                      900,
+                      4,
+                      123456,
+                      0xabcdef};
+  node.onMemberReport(1, fromN2);
+  node.onMemberReport(0, fromN2);  // claims to come from this member itself: ignored
+  NodeStatus status = node.status();
+  REQUIRE(status.members.size() == 3);
+  const MemberInfo& self = status.members[0];
+  REQUIRE(self.report);
+  CHECK(self.report->role == "follower");
+  CHECK_FALSE(self.stale);
+  const MemberInfo& n2 = status.members[1];
+  REQUIRE(n2.report);
+  CHECK(*n2.report == fromN2);
+  CHECK(n2.role == "candidate");  // its own word, while current
+  CHECK_FALSE(n2.stale);
+  CHECK(n2.reportAgeMs < 60000);
+  const MemberInfo& n3 = status.members[2];
+  CHECK_FALSE(n3.report);
+  CHECK(n3.stale);
+  CHECK(n3.role == "unknown");
+  // A peer that is no longer reachable keeps its last report, marked stale.
+  outbox.up[1] = false;
+  status = node.status();
+  CHECK(status.members[1].report);
+  CHECK(status.members[1].stale);
+  CHECK(status.members[1].role == "unknown");
 }
 
 // A disk that remembers a copy of itself after every commit: each copy is what a crash right
