@@ -21,6 +21,7 @@
 #include "daemon/logging.h"
 #include "daemon/node.h"
 #include "daemon/peer_transport.h"
+#include "daemon/readiness.h"
 #include "daemon/uv_loop.h"
 #include "storage/lmdb_store.h"
 
@@ -43,6 +44,9 @@ uint64_t randomSeed() {
   if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) seed = static_cast<uint64_t>(::getpid());
   return seed;
 }
+
+// Pause between readiness checks that failed at once (no quorum reachable).
+constexpr uint32_t READINESS_RETRY_MS = 100;
 
 // The Node's window on the other members: the peer transport.
 class TransportOutbox final : public PeerOutbox {
@@ -102,14 +106,14 @@ class Daemon {
     startWatchdog();
     logNotice("member ", config_.node.c_str(), " of cluster ", config_.clusterId.c_str(),
               " serving on ", config_.socket.c_str(), " (data in ", config_.dataDir.c_str(), ")");
-    sd_notifyf(0, "READY=1\nSTATUS=serving as %s (group of %zu)", config_.node.c_str(),
-               config_.peers.size());
+    watchReadiness();
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     return exitCode_;
   }
 
   ~Daemon() {
+    readiness_.reset();
     api_.reset();
     node_.reset();
     outbox_.reset();
@@ -158,6 +162,25 @@ class Daemon {
       boundInode_ = bound.st_ino;
     }
     return fd;
+  }
+
+  // READY=1 only once a linearizable read succeeds here (daemon/readiness.h); until then STATUS=
+  // says what the member waits for. Apps may connect and call before: their calls wait or fail
+  // at their deadline.
+  void watchReadiness() {
+    sd_notify(0, "STATUS=starting: checking for a quorum");
+    const uint32_t checkMs = std::max<uint32_t>(2 * config_.electionTimeoutMs, 1000);
+    readiness_ = std::make_unique<ReadinessWatch>(
+        *node_, kj_->timer(), checkMs, READINESS_RETRY_MS,
+        [this](const std::string& reason) {
+          logNotice("not ready: ", reason.c_str());
+          sd_notifyf(0, "STATUS=%s", reason.c_str());
+        },
+        [this]() {
+          logNotice("ready: serving linearizable requests");
+          sd_notifyf(0, "READY=1\nSTATUS=serving as %s (group of %zu)", config_.node.c_str(),
+                     config_.peers.size());
+        });
   }
 
   void startSignals() {
@@ -225,6 +248,7 @@ class Daemon {
   }
 
   void stopNow() {
+    readiness_.reset();  // its timers would keep the loop running
     api_->stopAccepting();
     node_->drain();
     // Give the replies of the writes just answered a moment to leave, then close everything.
@@ -257,6 +281,7 @@ class Daemon {
   std::unique_ptr<TransportOutbox> outbox_;
   std::unique_ptr<Node> node_;
   std::unique_ptr<LocalApi> api_;
+  std::unique_ptr<ReadinessWatch> readiness_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   std::unique_ptr<uv_timer_t> watchdog_;
   std::unique_ptr<uv_timer_t> stopTimer_;
