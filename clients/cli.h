@@ -23,6 +23,9 @@ inline constexpr int EXIT_UNKNOWN = 4;      // timeout, no quorum, internal erro
 
 int exitCodeFor(Code code);
 
+/// `synodctl health`: the daemon answered but cannot serve linearizable requests yet.
+inline constexpr int EXIT_NOT_READY = 1;
+
 struct GlobalOptions {
   std::string socketPath;  // empty: defaultSocketPath()
   bool json = false;
@@ -60,13 +63,14 @@ struct StatusCommand {};
 struct TransferLeaderCommand {
   std::string target;  // empty: any up-to-date follower
 };
+struct HealthCommand {};
 struct ShellCommand {};
 struct HelpCommand {};
 struct VersionCommand {};
 
 using Command =
     std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand, StatusCommand,
-                 TransferLeaderCommand, ShellCommand, HelpCommand, VersionCommand>;
+                 TransferLeaderCommand, HealthCommand, ShellCommand, HelpCommand, VersionCommand>;
 
 struct Invocation {
   GlobalOptions global;
@@ -125,6 +129,9 @@ Rendered renderTxn(const TxnCommand& command, const Result<TxnReply>& result,
 Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& options);
 Rendered renderTransferLeader(const TransferLeaderCommand& command,
                               const Result<TransferReply>& result, const RenderOptions& options);
+/// Exit status EXIT_OK when ready, EXIT_NOT_READY when live but not ready, EXIT_UNAVAILABLE when
+/// the daemon did not answer (unreachable, or no answer within the timeout).
+Rendered renderHealth(const Result<HealthReply>& result, const RenderOptions& options);
 
 /// Runs one parsed command (not `shell`) against `client` and renders its reply.
 Rendered execute(Client& client, const Invocation& invocation, bool tty);
