@@ -35,8 +35,19 @@ constexpr const char* USAGE =
     "not\n"
     "       synod --version | --help\n"
     "\n"
-    "Signals: SIGTERM/SIGINT stop cleanly (finish in-flight commits, close the store, remove the\n"
-    "socket this daemon bound). Logs go to stderr with <N> priority prefixes for journald.\n";
+    "Signals: SIGTERM/SIGINT stop cleanly (a leader first hands leadership over; finish in-flight\n"
+    "commits, close the store, remove the socket this daemon bound). SIGHUP re-reads the\n"
+    "configuration file: a file that does not validate changes nothing; the limits\n"
+    "lease_ttl_min_ms, lease_ttl_max_ms, lock_delay_ms, max_key_bytes, max_value_bytes and\n"
+    "store_limit_bytes apply at once; other changed keys are logged as needing a restart.\n"
+    "\n"
+    "systemd: READY=1 is sent once this member can serve linearizable requests (a leader\n"
+    "confirmed its leadership with a quorum and this member applied what it had decided);\n"
+    "until then STATUS= says what it waits for. WATCHDOG=1 every WatchdogSec/2 from the loop.\n"
+    "Logs go to the journal with fields (SYNOD_MEMBER, ...) when JOURNAL_STREAM names stderr,\n"
+    "else to stderr with <N> priority prefixes.\n"
+    "\n"
+    "Exit status: 0 stopped cleanly, 1 configuration, store or socket error (logged), 2 usage.\n";
 
 // Seeds the core's PRNG (election timeouts); any value is safe, a random one avoids ties.
 uint64_t randomSeed() {
@@ -208,9 +219,7 @@ class Daemon {
 
   void onSignal(int signum) {
     if (signum == SIGHUP) {
-      logNotice(
-          "SIGHUP: nothing in the configuration can change live yet; restart to apply "
-          "changes");
+      reload();
       return;
     }
     if (stopping_) return;
@@ -232,6 +241,47 @@ class Daemon {
       return;
     }
     stopNow();
+  }
+
+  // SIGHUP: re-reads the file this daemon started from. A file that does not validate changes
+  // nothing. Live keys (config.h, isLiveKey) are applied and logged one by one; changed keys that
+  // need a restart are logged and left as they run.
+  void reload() {
+    if (config_.sourcePath.empty() || config_.sourcePath == "<dev>") {
+      logNotice("SIGHUP: the --dev configuration has no file to re-read");
+      return;
+    }
+    reloadFrom(config_.sourcePath);
+  }
+
+  void reloadFrom(const std::string& path) {
+    Config loaded;
+    try {
+      loaded = loadConfigFile(path);
+      withLiveKeys(config_, loaded);
+    } catch (const ConfigError& e) {
+      logError("SIGHUP: ", e.what(), "; nothing changed");
+      return;
+    }
+    auto changes = diffConfigs(config_, loaded);
+    if (changes.empty()) {
+      logNotice("SIGHUP: ", path.c_str(), " re-read; nothing changed");
+      return;
+    }
+    for (const ConfigChange& change : changes) {
+      if (change.live) {
+        logNotice(change.key.c_str(), ": ", change.before.c_str(), " -> ", change.after.c_str(),
+                  " (applied)");
+      } else if (change.key == "peers") {
+        logWarning("peers changed: needs a restart (running with ", change.before.c_str(), ")");
+      } else {
+        logWarning(change.key.c_str(), ": ", change.before.c_str(), " -> ", change.after.c_str(),
+                   " (needs a restart)");
+      }
+    }
+    applyLiveKeys(config_, loaded);
+    node_->limitsChanged();
+    store_->setStoreLimitBytes(config_.storeLimitBytes);
   }
 
   void pollHandoff() {

@@ -427,6 +427,11 @@ kj::Promise<std::optional<MemberIndex>> Node::otherLeader(uint32_t timeoutMs) {
   });
 }
 
+void Node::limitsChanged() {
+  limits_.maxKeyBytes = config_.maxKeyBytes;
+  limits_.maxValueBytes = config_.maxValueBytes;
+}
+
 void Node::drain() {
   draining_ = true;
   ticking_ = nullptr;  // no more timers: the loop may end

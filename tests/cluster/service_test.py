@@ -170,7 +170,58 @@ def test_readiness_waits_for_quorum(synod, synodctl, workdir):
     check(rc == 3, f"health of a stopped member exits {rc}: {out!r}")
 
 
+def test_sighup_reload(synod, synodctl, workdir):
+    write_member_config(workdir, "n1", ["n1"], "max_value_bytes: 1024\n")
+    n1 = start_member(synod, workdir, "n1")
+    ctl = Ctl(synodctl, workdir.file("n1", "synod.sock"))
+    wait_until(lambda: ctl.run("health")[0] == 0, 20, "n1 to be ready")
+    big = "x" * 2000
+    rc, reply = ctl.run("put", "big", big)
+    check(rc == 2 and reply["code"] == "INVALID_ARGUMENT",
+          f"2000 bytes under a 1024 limit: {reply}")
+
+    def logged(text):
+        return text in read_log(workdir, "n1")
+
+    # A live limit and a restart-only key change together: the limit applies, the other waits.
+    write_member_config(workdir, "n1", ["n1"],
+                        "max_value_bytes: 4096\nstore_limit_bytes: 33554432\nheartbeat_ms: 40\n")
+    n1.send_signal(signal.SIGHUP)
+    wait_until(lambda: logged("max_value_bytes: 1024 -> 4096 (applied)"), 20,
+               "the applied max_value_bytes change in the log")
+    check(logged("store_limit_bytes: 2147483648 -> 33554432 (applied)"), read_log(workdir, "n1"))
+    check(logged("heartbeat_ms: 50 -> 40 (needs a restart)"), read_log(workdir, "n1"))
+    rc, reply = ctl.run("put", "big", big)
+    check(rc == 0, f"2000 bytes after raising the limit to 4096: {rc} {reply}")
+    rc, status = ctl.run("status")
+    check(status["storeLimitBytes"] == 33554432, f"storeLimitBytes after SIGHUP: {status}")
+
+    # A broken file is named with its line and key and changes nothing.
+    with open(workdir.file("n1.yaml"), "a") as f:
+        f.write("max_value_bytes: 65536\n")  # line 10: a duplicate key
+    n1.send_signal(signal.SIGHUP)
+    wait_until(lambda: logged("nothing changed"), 20, "the refused reload in the log")
+    log = read_log(workdir, "n1")
+    check(f"{workdir.file('n1.yaml')}:10: max_value_bytes:" in log,
+          f"error without FILE:LINE: KEY:\n{log}")
+    rc, reply = ctl.run("put", "bigger", "x" * 5000)
+    check(rc == 2, f"5000 bytes after a refused reload to 65536: {rc} {reply}")
+
+    # Peers changed: logged as needing a restart; the member keeps serving as it was.
+    write_member_config(workdir, "n1", ["n1", "n2", "n3"],
+                        "max_value_bytes: 4096\nstore_limit_bytes: 33554432\n")
+    n1.send_signal(signal.SIGHUP)
+    wait_until(lambda: logged("peers changed: needs a restart"), 20, "the peers change in the log")
+    rc, reply = ctl.run("put", "still", "serving")
+    check(rc == 0, f"put after a peers change: {rc} {reply}")
+    rc, status = ctl.run("status")
+    check(len(status["members"]) == 1, f"members after a peers change: {status['members']}")
+    stop(n1)
+    check(n1.returncode == 0, f"n1 exit status {n1.returncode}")
+
+
 if __name__ == "__main__":
     main([
         ("readiness waits for quorum", test_readiness_waits_for_quorum),
+        ("sighup reload", test_sighup_reload),
     ])
