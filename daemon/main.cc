@@ -86,6 +86,7 @@ class Daemon {
   explicit Daemon(Config config) : config_(std::move(config)) {}
 
   int run() {
+    configureLogging(config_.node, stderrIsJournal());
     checkDataDir(config_);
     std::error_code ec;
     std::filesystem::create_directories(config_.dataDir, ec);
