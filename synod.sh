@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 # Debian packages the build and the tests need.
 PACKAGES=(g++ meson ninja-build pkgconf python3 capnproto libcapnp-dev libuv1-dev liblmdb-dev
-          libyaml-cpp-dev doctest-dev libsystemd-dev systemd jq)
+          libyaml-cpp-dev doctest-dev libsystemd-dev systemd jq groff-base)
 
 say() { printf '==> %s\n' "$*" >&2; }
 

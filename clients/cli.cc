@@ -52,6 +52,7 @@ const std::vector<CommandSpec>& commandSpecs() {
       {"status", "status", {}, 0, 0},
       {"members", "members", {}, 0, 0},
       {"transfer-leader", "transfer-leader [NAME]", {}, 0, 1},
+      {"health", "health", {}, 0, 0},
       {"shell", "shell", {}, 0, 0},
       {"help", "help", {}, 0, 1},
       {"version", "version", {}, 0, 0},
@@ -79,7 +80,7 @@ std::string usageOf(const CommandSpec& spec) {
 
 const char GENERAL_USAGE[] =
     "usage: synodctl [--socket PATH] [--json] [--timeout MS] COMMAND ARGS...\n"
-    "commands: get put del list txn status members transfer-leader shell help version";
+    "commands: get put del list txn status members transfer-leader health shell help version";
 
 constexpr uint64_t MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 
@@ -193,6 +194,8 @@ ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
       command.target = args[0];
     }
     invocation.command = std::move(command);
+  } else if (name == "health") {
+    invocation.command = HealthCommand{};
   } else if (name == "shell") {
     invocation.command = ShellCommand{};
   } else if (name == "help") {
@@ -546,6 +549,13 @@ Commands:
       --timeout). Prints the new leader. Exit status 3 (UNAVAILABLE) when that member does not
       lead (the error and the JSON "leader" name the leader it knows) or cannot reach NAME;
       2 for an unknown NAME; 4 (TIMEOUT) when no other member was seen leading in time.
+  health
+      Whether the member at --socket is live (its loop answers) and ready (it can serve
+      linearizable requests: a leader confirmed its leadership with a quorum and this member
+      has applied everything decided before; the same condition as systemd's READY=1), and
+      what it waits for when not ready. Exit status 0 ready, 1 live but not ready, 3
+      unreachable or no answer within --timeout. For probes: it answers at once when no
+      quorum is reachable.
   shell
       Read commands from stdin, one per line, split into words by POSIX shell quoting rules
       ('...' literal; "..." with \" \\ \$ \` escapes; \ quotes the next character outside
@@ -573,6 +583,7 @@ JSON fields (--json and shell):
                incarnation, uptimeMs, stateDigest}]; the fields after stale are null when
                reported is false (no report received yet)
   transfer-leader  leader (the new leader; on failure the leader known, or null)
+  health       live, ready, reason
   Keys and values that are not valid UTF-8 are given in base64 as key_b64 / value_b64.
   Codes: NOT_FOUND COMPARE_FAILED NO_QUORUM TIMEOUT INVALID_ARGUMENT NO_SPACE UNAVAILABLE
          INTERNAL
@@ -583,6 +594,7 @@ Exit status:
   2  usage error, or INVALID_ARGUMENT from the daemon
   3  daemon unreachable, or the connection broke (UNAVAILABLE)
   4  TIMEOUT, NO_QUORUM or INTERNAL: for a write the outcome is unknown
+  health: 0 ready, 1 live but not ready, 3 unreachable or no answer
 )";
   return text;
 }
@@ -881,6 +893,30 @@ Rendered renderTransferLeader(const TransferLeaderCommand& command,
   return Rendered{line, {}, EXIT_OK};
 }
 
+Rendered renderHealth(const Result<HealthReply>& result, const RenderOptions& options) {
+  if (!result.ok()) {
+    // Whatever kept the answer from arriving, the daemon's loop did not answer: not live.
+    Rendered rendered = renderFailure(result, options, {}, [](JsonWriter& json) {
+      json.field("live", false).field("ready", false);
+    });
+    if (rendered.exitCode != EXIT_USAGE) rendered.exitCode = EXIT_UNAVAILABLE;
+    return rendered;
+  }
+  const HealthReply& health = *result;
+  const int exitCode = health.ready ? EXIT_OK : EXIT_NOT_READY;
+  if (options.json) {
+    Rendered rendered = renderSuccessJson(result, [&](JsonWriter& json) {
+      json.field("live", health.live).field("ready", health.ready).field("reason", health.reason);
+    });
+    rendered.exitCode = exitCode;
+    return rendered;
+  }
+  return Rendered{"live: " + yesNo(health.live) + "\nready: " + yesNo(health.ready) +
+                      "\nreason: " + displayText(health.reason) + "\n",
+                  {},
+                  exitCode};
+}
+
 Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& options) {
   if (!result.ok()) return renderFailure(result, options);
   const StatusInfo& info = *result;
@@ -1047,6 +1083,9 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty) {
   if (auto* transfer = std::get_if<TransferLeaderCommand>(&command)) {
     return renderTransferLeader(*transfer, client.transferLeader(transfer->target, timeoutMs),
                                 options);
+  }
+  if (std::holds_alternative<HealthCommand>(command)) {
+    return renderHealth(client.health(timeoutMs), options);
   }
   if (std::holds_alternative<HelpCommand>(command)) return renderHelp(options);
   if (std::holds_alternative<VersionCommand>(command)) return renderVersion(options);

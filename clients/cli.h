@@ -23,6 +23,9 @@ inline constexpr int EXIT_UNKNOWN = 4;      // timeout, no quorum, internal erro
 
 int exitCodeFor(Code code);
 
+/// `synodctl health`: the daemon answered but cannot serve linearizable requests yet.
+inline constexpr int EXIT_NOT_READY = 1;
+
 struct GlobalOptions {
   std::string socketPath;  // empty: defaultSocketPath()
   bool json = false;
@@ -61,13 +64,14 @@ struct MembersCommand {};
 struct TransferLeaderCommand {
   std::string target;  // empty: any up-to-date follower
 };
+struct HealthCommand {};
 struct ShellCommand {};
 struct HelpCommand {};
 struct VersionCommand {};
 
-using Command =
-    std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand, StatusCommand,
-                 TransferLeaderCommand, ShellCommand, HelpCommand, VersionCommand, MembersCommand>;
+using Command = std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand,
+                             StatusCommand, TransferLeaderCommand, HealthCommand, ShellCommand,
+                             HelpCommand, VersionCommand, MembersCommand>;
 
 struct Invocation {
   GlobalOptions global;
@@ -131,6 +135,9 @@ Rendered renderMembers(const Result<StatusInfo>& result, const RenderOptions& op
 std::string digestHex(uint64_t digest);
 Rendered renderTransferLeader(const TransferLeaderCommand& command,
                               const Result<TransferReply>& result, const RenderOptions& options);
+/// Exit status EXIT_OK when ready, EXIT_NOT_READY when live but not ready, EXIT_UNAVAILABLE when
+/// the daemon did not answer (unreachable, or no answer within the timeout).
+Rendered renderHealth(const Result<HealthReply>& result, const RenderOptions& options);
 
 /// Runs one parsed command (not `shell`) against `client` and renders its reply.
 Rendered execute(Client& client, const Invocation& invocation, bool tty);

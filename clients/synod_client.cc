@@ -536,6 +536,20 @@ kj::Promise<Result<TransferReply>> AsyncClient::transferLeader(std::string targe
   });
 }
 
+kj::Promise<Result<HealthReply>> AsyncClient::health(uint32_t timeoutMs) {
+  return call<HealthReply>(timeoutMs, [](Connection& conn, uint32_t timeout) {
+    auto request = conn.admin.healthRequest();
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Admin::HealthResults>&& response) {
+      auto result = answeredResult<HealthReply>(response);
+      result.reply.live = response.getLive();
+      result.reply.ready = response.getReady();
+      result.reply.reason = toString(response.getReason());
+      return result;
+    });
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client
 
@@ -580,6 +594,10 @@ Result<StatusInfo> Client::status(uint32_t timeoutMs) {
 
 Result<TransferReply> Client::transferLeader(std::string_view target, uint32_t timeoutMs) {
   return client->transferLeader(std::string(target), timeoutMs).wait(*scope);
+}
+
+Result<HealthReply> Client::health(uint32_t timeoutMs) {
+  return client->health(timeoutMs).wait(*scope);
 }
 
 }  // namespace synod::clients

@@ -163,6 +163,12 @@ struct TransferReply {
   std::string leader;
 };
 
+struct HealthReply {
+  bool live = false;   // the daemon's loop answered
+  bool ready = false;  // it can serve linearizable requests (the condition of READY=1)
+  std::string reason;  // what it waits for when not ready
+};
+
 /// One condition of a transaction: `target(key) op operand`. A missing key has version 0,
 /// createRevision 0 and modRevision 0.
 struct Compare {
@@ -266,6 +272,9 @@ class AsyncClient {
   /// reach the target; INVALID_ARGUMENT for an unknown name; TIMEOUT when no other member was
   /// known to lead in time.
   kj::Promise<Result<TransferReply>> transferLeader(std::string target, uint32_t timeoutMs = 0);
+  /// Whether the member is live and ready (rpc_schema/synod.capnp, Admin.health). OK whether or
+  /// not it is ready; UNAVAILABLE when the daemon is unreachable.
+  kj::Promise<Result<HealthReply>> health(uint32_t timeoutMs = 0);
 
   /// The bootstrap capability, connecting first if needed, for API not wrapped here. Rejects with
   /// the connect error.
@@ -311,6 +320,7 @@ class Client {
   Result<TxnReply> txn(const Txn& txn, WriteOptions opts = {});
   Result<StatusInfo> status(uint32_t timeoutMs = 0);
   Result<TransferReply> transferLeader(std::string_view target, uint32_t timeoutMs = 0);
+  Result<HealthReply> health(uint32_t timeoutMs = 0);
 
   /// The promise face on the same connection, and the wait scope to wait on its promises.
   AsyncClient& async() { return *client; }

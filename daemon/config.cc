@@ -961,4 +961,104 @@ uint64_t settingsHash(const Config& c) {
   return hash;
 }
 
+namespace {
+
+struct KeyView {
+  const char* key;
+  bool live;
+  std::function<std::string(const Config&)> render;
+};
+
+template <typename Member>
+KeyView numberKey(const char* key, bool live, Member member) {
+  return {key, live, [member](const Config& c) { return std::to_string(c.*member); }};
+}
+
+std::string quotedText(std::string_view value) {
+  std::string out;
+  appendQuoted(out, value);
+  return out;
+}
+
+// Every setting in renderConfig's order; SIGHUP's view of the configuration.
+const std::vector<KeyView>& keyViews() {
+  static const std::vector<KeyView> views = {
+      {"cluster_id", false, [](const Config& c) { return quotedText(c.clusterId); }},
+      {"node", false, [](const Config& c) { return quotedText(c.node); }},
+      {"listen", false, [](const Config& c) { return c.listen.toString(); }},
+      {"peers", false,
+       [](const Config& c) {
+         std::string out;
+         for (const auto& [name, address] : c.peers)
+           out += (out.empty() ? "" : ", ") + name + "=" + address.toString();
+         return out;
+       }},
+      {"data_dir", false, [](const Config& c) { return quotedText(c.dataDir); }},
+      {"socket", false, [](const Config& c) { return quotedText(c.socket); }},
+      {"socket_mode", false,
+       [](const Config& c) {
+         char mode[16];
+         snprintf(mode, sizeof mode, "%04o", c.socketMode);
+         return std::string(mode);
+       }},
+      {"socket_group", false, [](const Config& c) { return quotedText(c.socketGroup); }},
+      numberKey("heartbeat_ms", false, &Config::heartbeatMs),
+      numberKey("election_timeout_ms", false, &Config::electionTimeoutMs),
+      numberKey("leader_lease_ms", false, &Config::leaderLeaseMs),
+      {"max_clock_drift", false, [](const Config& c) { return formatDouble(c.maxClockDrift); }},
+      numberKey("lease_ttl_min_ms", true, &Config::leaseTtlMinMs),
+      numberKey("lease_ttl_max_ms", true, &Config::leaseTtlMaxMs),
+      numberKey("lock_delay_ms", true, &Config::lockDelayMs),
+      numberKey("max_key_bytes", true, &Config::maxKeyBytes),
+      numberKey("max_value_bytes", true, &Config::maxValueBytes),
+      numberKey("store_limit_bytes", true, &Config::storeLimitBytes),
+      {"metrics_listen", false,
+       [](const Config& c) {
+         return c.metricsListen ? c.metricsListen->toString() : std::string("\"\"");
+       }},
+      numberKey("history_revisions", false, &Config::historyRevisions),
+  };
+  return views;
+}
+
+}  // namespace
+
+bool isLiveKey(std::string_view key) {
+  for (const KeyView& view : keyViews()) {
+    if (key == view.key) return view.live;
+  }
+  return false;
+}
+
+std::vector<ConfigChange> diffConfigs(const Config& before, const Config& after) {
+  std::vector<ConfigChange> changes;
+  for (const KeyView& view : keyViews()) {
+    std::string old = view.render(before);
+    std::string now = view.render(after);
+    if (old != now) changes.push_back(ConfigChange{view.key, old, now, view.live});
+  }
+  return changes;
+}
+
+void applyLiveKeys(Config& into, const Config& from) {
+  into.leaseTtlMinMs = from.leaseTtlMinMs;
+  into.leaseTtlMaxMs = from.leaseTtlMaxMs;
+  into.lockDelayMs = from.lockDelayMs;
+  into.maxKeyBytes = from.maxKeyBytes;
+  into.maxValueBytes = from.maxValueBytes;
+  into.storeLimitBytes = from.storeLimitBytes;
+}
+
+Config withLiveKeys(const Config& running, const Config& loaded) {
+  Config merged = running;
+  applyLiveKeys(merged, loaded);
+  merged.sourcePath = loaded.sourcePath;
+  merged.keyLines = loaded.keyLines;
+  // Only the checks that relate live keys to each other and to restart-only ones: the rest of
+  // `running` was validated when it started.
+  checkTiming(merged);
+  checkSizes(merged);
+  return merged;
+}
+
 }  // namespace synod::daemon

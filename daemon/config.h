@@ -138,6 +138,35 @@ std::string renderConfig(const Config& config);
 /// exist and its nearest existing ancestor is a writable directory. Creates nothing.
 void checkDataDir(const Config& config);
 
+/// One top-level key whose value differs between two configurations (SIGHUP).
+struct ConfigChange {
+  std::string key;
+  std::string before;  // rendered as by renderConfig; peers as "n1=host:port, n2=host:port"
+  std::string after;
+  bool live = false;  // SIGHUP applies it; else it takes effect at the next start
+
+  bool operator==(const ConfigChange&) const = default;
+};
+
+/// Whether SIGHUP applies `key` to a running daemon: the limits checked per request
+/// (lease_ttl_min_ms, lease_ttl_max_ms, lock_delay_ms, max_key_bytes, max_value_bytes,
+/// store_limit_bytes). Membership, group timing, paths, sockets, listen addresses and
+/// history_revisions need a restart.
+bool isLiveKey(std::string_view key);
+
+/// The keys whose values differ, in renderConfig's order. Provenance (sourcePath, keyLines) is
+/// not compared.
+std::vector<ConfigChange> diffConfigs(const Config& before, const Config& after);
+
+/// `running` with the live keys of `loaded`: what SIGHUP would run with. Throws ConfigError
+/// (naming loaded's file and line) when the live values do not fit the running restart-only
+/// ones, e.g. lease_ttl_min_ms not above the running election_timeout_ms.
+Config withLiveKeys(const Config& running, const Config& loaded);
+
+/// Copies the live keys of `from` into `into` field by field; nothing else in `into` is touched
+/// (references into its maps stay valid). Precondition: withLiveKeys(into, from) did not throw.
+void applyLiveKeys(Config& into, const Config& from);
+
 /// FNV-1a 64 over a canonical text of what every member must agree on: cluster_id, peer names
 /// and addresses, heartbeat, election timeout, leader lease and max clock drift. Members compare
 /// it in the peer handshake. Independent of node, listen, paths and the local limits.

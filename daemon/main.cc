@@ -21,6 +21,7 @@
 #include "daemon/logging.h"
 #include "daemon/node.h"
 #include "daemon/peer_transport.h"
+#include "daemon/readiness.h"
 #include "daemon/uv_loop.h"
 #include "storage/lmdb_store.h"
 
@@ -34,8 +35,19 @@ constexpr const char* USAGE =
     "not\n"
     "       synod --version | --help\n"
     "\n"
-    "Signals: SIGTERM/SIGINT stop cleanly (finish in-flight commits, close the store, remove the\n"
-    "socket this daemon bound). Logs go to stderr with <N> priority prefixes for journald.\n";
+    "Signals: SIGTERM/SIGINT stop cleanly (a leader first hands leadership over; finish in-flight\n"
+    "commits, close the store, remove the socket this daemon bound). SIGHUP re-reads the\n"
+    "configuration file: a file that does not validate changes nothing; the limits\n"
+    "lease_ttl_min_ms, lease_ttl_max_ms, lock_delay_ms, max_key_bytes, max_value_bytes and\n"
+    "store_limit_bytes apply at once; other changed keys are logged as needing a restart.\n"
+    "\n"
+    "systemd: READY=1 is sent once this member can serve linearizable requests (a leader\n"
+    "confirmed its leadership with a quorum and this member applied what it had decided);\n"
+    "until then STATUS= says what it waits for. WATCHDOG=1 every WatchdogSec/2 from the loop.\n"
+    "Logs go to the journal with fields (SYNOD_MEMBER, ...) when JOURNAL_STREAM names stderr,\n"
+    "else to stderr with <N> priority prefixes.\n"
+    "\n"
+    "Exit status: 0 stopped cleanly, 1 configuration, store or socket error (logged), 2 usage.\n";
 
 // Seeds the core's PRNG (election timeouts); any value is safe, a random one avoids ties.
 uint64_t randomSeed() {
@@ -43,6 +55,9 @@ uint64_t randomSeed() {
   if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) seed = static_cast<uint64_t>(::getpid());
   return seed;
 }
+
+// Pause between readiness checks that failed at once (no quorum reachable).
+constexpr uint32_t READINESS_RETRY_MS = 100;
 
 // The Node's window on the other members: the peer transport.
 class TransportOutbox final : public PeerOutbox {
@@ -80,6 +95,7 @@ class Daemon {
   explicit Daemon(Config config) : config_(std::move(config)) {}
 
   int run() {
+    configureLogging(config_.node, stderrIsJournal());
     checkDataDir(config_);
     std::error_code ec;
     std::filesystem::create_directories(config_.dataDir, ec);
@@ -111,14 +127,14 @@ class Daemon {
     startWatchdog();
     logNotice("member ", config_.node.c_str(), " of cluster ", config_.clusterId.c_str(),
               " serving on ", config_.socket.c_str(), " (data in ", config_.dataDir.c_str(), ")");
-    sd_notifyf(0, "READY=1\nSTATUS=serving as %s (group of %zu)", config_.node.c_str(),
-               config_.peers.size());
+    watchReadiness();
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     return exitCode_;
   }
 
   ~Daemon() {
+    readiness_.reset();
     api_.reset();
     node_.reset();
     outbox_.reset();
@@ -175,6 +191,25 @@ class Daemon {
     return fd;
   }
 
+  // READY=1 only once a linearizable read succeeds here (daemon/readiness.h); until then STATUS=
+  // says what the member waits for. Apps may connect and call before: their calls wait or fail
+  // at their deadline.
+  void watchReadiness() {
+    sd_notify(0, "STATUS=starting: checking for a quorum");
+    const uint32_t checkMs = std::max<uint32_t>(2 * config_.electionTimeoutMs, 1000);
+    readiness_ = std::make_unique<ReadinessWatch>(
+        *node_, kj_->timer(), checkMs, READINESS_RETRY_MS,
+        [this](const std::string& reason) {
+          logNotice("not ready: ", reason.c_str());
+          sd_notifyf(0, "STATUS=%s", reason.c_str());
+        },
+        [this]() {
+          logNotice("ready: serving linearizable requests");
+          sd_notifyf(0, "READY=1\nSTATUS=serving as %s (group of %zu)", config_.node.c_str(),
+                     config_.peers.size());
+        });
+  }
+
   void startSignals() {
     for (int signum : {SIGTERM, SIGINT, SIGHUP}) {
       auto& handle = signals_.emplace_back(std::make_unique<uv_signal_t>());
@@ -200,9 +235,7 @@ class Daemon {
 
   void onSignal(int signum) {
     if (signum == SIGHUP) {
-      logNotice(
-          "SIGHUP: nothing in the configuration can change live yet; restart to apply "
-          "changes");
+      reload();
       return;
     }
     if (stopping_) return;
@@ -226,6 +259,47 @@ class Daemon {
     stopNow();
   }
 
+  // SIGHUP: re-reads the file this daemon started from. A file that does not validate changes
+  // nothing. Live keys (config.h, isLiveKey) are applied and logged one by one; changed keys that
+  // need a restart are logged and left as they run.
+  void reload() {
+    if (config_.sourcePath.empty() || config_.sourcePath == "<dev>") {
+      logNotice("SIGHUP: the --dev configuration has no file to re-read");
+      return;
+    }
+    reloadFrom(config_.sourcePath);
+  }
+
+  void reloadFrom(const std::string& path) {
+    Config loaded;
+    try {
+      loaded = loadConfigFile(path);
+      withLiveKeys(config_, loaded);
+    } catch (const ConfigError& e) {
+      logError("SIGHUP: ", e.what(), "; nothing changed");
+      return;
+    }
+    auto changes = diffConfigs(config_, loaded);
+    if (changes.empty()) {
+      logNotice("SIGHUP: ", path.c_str(), " re-read; nothing changed");
+      return;
+    }
+    for (const ConfigChange& change : changes) {
+      if (change.live) {
+        logNotice(change.key.c_str(), ": ", change.before.c_str(), " -> ", change.after.c_str(),
+                  " (applied)");
+      } else if (change.key == "peers") {
+        logWarning("peers changed: needs a restart (running with ", change.before.c_str(), ")");
+      } else {
+        logWarning(change.key.c_str(), ": ", change.before.c_str(), " -> ", change.after.c_str(),
+                   " (needs a restart)");
+      }
+    }
+    applyLiveKeys(config_, loaded);
+    node_->limitsChanged();
+    store_->setStoreLimitBytes(config_.storeLimitBytes);
+  }
+
   void pollHandoff() {
     auto leader = node_->knownLeader();
     const bool handedOver = leader && *leader != node_->self();
@@ -240,6 +314,7 @@ class Daemon {
   }
 
   void stopNow() {
+    readiness_.reset();  // its timers would keep the loop running
     api_->stopAccepting();
     node_->drain();
     // Give the replies of the writes just answered a moment to leave, then close everything.
@@ -272,6 +347,7 @@ class Daemon {
   std::unique_ptr<TransportOutbox> outbox_;
   std::unique_ptr<Node> node_;
   std::unique_ptr<LocalApi> api_;
+  std::unique_ptr<ReadinessWatch> readiness_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   std::unique_ptr<uv_timer_t> watchdog_;
   std::unique_ptr<uv_timer_t> stopTimer_;

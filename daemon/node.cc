@@ -400,9 +400,11 @@ void Node::handleReady(election::Ready& ready) {
     const auto& status = *ready.status;
     if (status.leader != lastLeader_) {
       if (status.leader) {
-        logInfo("leader is ", config_.peerNames()[*status.leader].c_str(), " (ballot ",
-                status.ballot.round, ".", status.ballot.member, "); this member is ",
-                election::roleName(status.role));
+        const std::string leader = config_.peerNames()[*status.leader];
+        logAt(Priority::INFO,
+              LogFields{kj::str(status.ballot.round, ".", status.ballot.member).cStr(), leader},
+              "leader is ", leader.c_str(), " (ballot ", status.ballot.round, ".",
+              status.ballot.member, "); this member is ", election::roleName(status.role));
       } else {
         logInfo("no leader known; this member is ", election::roleName(status.role));
       }
@@ -445,6 +447,11 @@ kj::Promise<std::optional<MemberIndex>> Node::otherLeader(uint32_t timeoutMs) {
   return timer_.afterDelay(step * kj::MILLISECONDS).then([this, timeoutMs, step]() {
     return otherLeader(timeoutMs - step);
   });
+}
+
+void Node::limitsChanged() {
+  limits_.maxKeyBytes = config_.maxKeyBytes;
+  limits_.maxValueBytes = config_.maxValueBytes;
 }
 
 void Node::drain() {

@@ -165,6 +165,9 @@ class Node : private kj::TaskSet::ErrorHandler {
   kj::Promise<std::optional<MemberIndex>> otherLeader(uint32_t timeoutMs);
   NodeStatus status() const;
   CatchUpStatus catchUpStatus() const;
+  // The live limits in the Config this Node borrows were changed (SIGHUP, applyLiveKeys): take
+  // them from the next request on. Requests already accepted are not checked again.
+  void limitsChanged();
 
   // Persists everything pending and stops the core's timers; afterwards writes are refused with
   // UNAVAILABLE. Used at shutdown.

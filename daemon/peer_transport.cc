@@ -143,7 +143,7 @@ RateLimitedLog::RateLimitedLog(kj::Duration interval, Sink sink)
     : interval(interval), sink(std::move(sink)) {}
 
 bool RateLimitedLog::log(const std::string& key, kj::TimePoint now, Priority priority,
-                         std::string_view line) {
+                         std::string_view line, const LogFields& fields) {
   auto it = entries.find(key);
   if (it != entries.end() && now - it->second.lastWritten < interval) {
     ++it->second.suppressed;
@@ -158,7 +158,7 @@ bool RateLimitedLog::log(const std::string& key, kj::TimePoint now, Priority pri
     text += " (" + std::to_string(it->second.suppressed) + " similar lines suppressed)";
   }
   it->second = Entry{now, 0};
-  sink(priority, text);
+  sink(priority, text, fields);
   return true;
 }
 
@@ -425,7 +425,8 @@ void PeerTransport::Impl::dial(Peer& peer) {
                           peer.name, now(), Priority::INFO,
                           kj::str("cannot connect to peer ", peer.name.c_str(), " at ",
                                   peer.address.toString().c_str(), ": ", exception.getDescription())
-                              .cStr());
+                              .cStr(),
+                          LogFields{"", peer.name});
                       maybeDial(peer);
                     })
                 .exclusiveJoin(whenClosed()));
@@ -486,7 +487,8 @@ void PeerTransport::Impl::activate(Connection& connection, Peer& peer) {
   }
   if (current == nullptr) {
     connectivity.log(peer.name, now(), Priority::INFO,
-                     "connected to peer " + peer.name + " (" + connection.describe() + ")");
+                     "connected to peer " + peer.name + " (" + connection.describe() + ")",
+                     LogFields{"", peer.name});
   }
   connection.wake();
 }
@@ -616,7 +618,8 @@ void PeerTransport::Impl::Connection::ended(kj::Maybe<kj::Exception&> failure) {
     if (!quiet && !impl.closed) {
       impl.connectivity.log(peer->name, impl.now(), Priority::NOTICE,
                             "lost connection to peer " + peer->name + " (" + describe() +
-                                "): " + reason + "; reconnecting");
+                                "): " + reason + "; reconnecting",
+                            LogFields{"", peer->name});
     }
     if (impl.now() - activatedAt >= impl.options.backoffMax) {
       peer->nextBackoff = impl.options.backoffMin;
@@ -627,7 +630,8 @@ void PeerTransport::Impl::Connection::ended(kj::Maybe<kj::Exception&> failure) {
       ++dialTarget->counters.handshakeFailures;
       impl.connectivity.log(
           dialTarget->name, impl.now(), Priority::INFO,
-          "handshake with peer " + dialTarget->name + " at " + remote + " failed: " + reason);
+          "handshake with peer " + dialTarget->name + " at " + remote + " failed: " + reason,
+          LogFields{"", dialTarget->name});
     } else {
       ++impl.unidentified;
       impl.problems.log("from " + remote.substr(0, remote.rfind(':')), impl.now(),
@@ -729,7 +733,8 @@ void PeerTransport::Impl::Connection::refuse(const std::string& reason,
   line += ": " + reason;
   if (blamed != nullptr) {
     ++blamed->counters.handshakeFailures;
-    impl.problems.log(blamed->name, impl.now(), Priority::WARNING, line);
+    impl.problems.log(blamed->name, impl.now(), Priority::WARNING, line,
+                      LogFields{"", blamed->name});
   } else {
     ++impl.unidentified;
     impl.problems.log("from " + remote.substr(0, remote.rfind(':')), impl.now(), Priority::WARNING,
@@ -779,7 +784,8 @@ void PeerTransport::Impl::Connection::badFrame(const std::string& reason) {
   ++peer->counters.decodeErrors;
   impl.problems.log(peer->name, impl.now(), Priority::WARNING,
                     "dropped connection with peer " + peer->name + " (" + describe() +
-                        "): bad message: " + reason);
+                        "): bad message: " + reason,
+                    LogFields{"", peer->name});
   stop("bad message: " + reason, true);
 }
 

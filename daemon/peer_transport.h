@@ -62,13 +62,14 @@ namespace synod::daemon {
 // line written for a key says how many were held back in between.
 class RateLimitedLog {
  public:
-  using Sink = std::function<void(Priority, std::string_view)>;
+  using Sink = std::function<void(Priority, std::string_view, const LogFields&)>;
 
-  explicit RateLimitedLog(kj::Duration interval = 10 * kj::SECONDS, Sink sink = logLine);
+  explicit RateLimitedLog(kj::Duration interval = 10 * kj::SECONDS, Sink sink = logLineWith);
 
   // Returns whether the line was written. Remembers at most 1024 keys; when full it forgets them
   // all, so a flood of new keys (e.g. remote addresses) can log once more each, never grow it.
-  bool log(const std::string& key, kj::TimePoint now, Priority priority, std::string_view line);
+  bool log(const std::string& key, kj::TimePoint now, Priority priority, std::string_view line,
+           const LogFields& fields = {});
 
  private:
   struct Entry {
@@ -96,7 +97,7 @@ struct PeerTransportOptions {
   // -1: bind config.listen.
   int listenFd = -1;
   // Where log lines go (through the per-peer rate limit).
-  RateLimitedLog::Sink logSink = logLine;
+  RateLimitedLog::Sink logSink = logLineWith;
 };
 
 class PeerTransport {

@@ -3,6 +3,8 @@
 #include <capnp/message.h>
 #include <kj/debug.h>
 
+#include "daemon/readiness.h"
+
 namespace synod::daemon {
 
 namespace {
@@ -335,7 +337,28 @@ class AdminService final : public rpc::Admin::Server {
         });
   }
 
+  kj::Promise<void> health(HealthContext context) override {
+    auto results = context.getResults();
+    KJ_IF_MAYBE (bad, checkTimeout(context.getParams().getTimeoutMs())) {
+      refuse(results, node_, StatusCode::INVALID_ARGUMENT, *bad);
+      return kj::READY_NOW;
+    }
+    // A health probe answers within a short bound unless the caller asked for longer.
+    uint32_t timeoutMs = context.getParams().getTimeoutMs();
+    if (timeoutMs == 0) timeoutMs = HEALTH_DEFAULT_TIMEOUT_MS;
+    return checkReadiness(node_, timeoutMs).then([this, context](Readiness readiness) mutable {
+      auto results = context.getResults();
+      setStatus(results.initStatus(), StatusCode::OK, "");
+      setHeader(results.initHeader(), node_);
+      results.setLive(true);
+      results.setReady(readiness.ready);
+      results.setReason(readiness.reason);
+    });
+  }
+
  private:
+  static constexpr uint32_t HEALTH_DEFAULT_TIMEOUT_MS = 2000;
+
   Node& node_;
   PeerCredentials caller_;
 };

@@ -180,4 +180,12 @@ interface Admin {
   # invalidArgument for an unknown name.
   transferLeader @1 (target :Text, timeoutMs :UInt32)
       -> (status :Status, header :Header, leader :Text);
+
+  # Whether this member can serve. `live`: its loop answered (always true in a reply). `ready`:
+  # a linearizable read barrier succeeded just now, the same condition as the sd_notify READY=1
+  # it sends at start-up. `reason` says what it waits for when not ready. Answers at once when
+  # fewer than a majority of members are reachable, else within timeoutMs (0 = the default).
+  # status is ok whether or not the member is ready.
+  health @2 (timeoutMs :UInt32)
+      -> (status :Status, header :Header, live :Bool, ready :Bool, reason :Text);
 }

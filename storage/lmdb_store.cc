@@ -504,6 +504,19 @@ uint64_t LmdbStore::mapBytes() const {
   return environment_->mapBytes();
 }
 
+void LmdbStore::setStoreLimitBytes(uint64_t storeLimitBytes) {
+  options_.storeLimitBytes = storeLimitBytes;
+  if (options_.maxMapBytes != 0 || environment_->maxMapBytes == 0) return;  // fixed or unlimited
+  uint64_t pageBytes = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t cap =
+      storeLimitBytes == 0 ? 0 : roundUp(storeLimitBytes + storeLimitBytes / 4, pageBytes);
+  if (cap == 0 || cap > environment_->maxMapBytes) environment_->maxMapBytes = cap;
+}
+
+uint64_t LmdbStore::maxMapBytes() const {
+  return environment_->maxMapBytes;
+}
+
 std::string LmdbStore::dataFilePath() const {
   return options_.dataDir + "/" + DATA_FILE;
 }

@@ -68,6 +68,12 @@ class LmdbStore final : public Store {
 
   // The memory map's current size.
   uint64_t mapBytes() const;
+  // A new storeLimitBytes while running (SIGHUP). When the map's cap derives from the limit
+  // (maxMapBytes was 0) it follows a raised limit; it never shrinks, so slots decided under the
+  // old limit still apply. The leader's alarm enforces a lowered limit. No transaction may be
+  // live in this process.
+  void setStoreLimitBytes(uint64_t storeLimitBytes);
+  uint64_t maxMapBytes() const;
   // The LMDB data file (tests corrupt it on purpose).
   std::string dataFilePath() const;
   const LmdbOptions& options() const { return options_; }

@@ -238,6 +238,11 @@ TEST_CASE("transfer-leader output names the leader, also when refused") {
   CHECK(renderTransferLeader({}, none, JSON).exitCode == 4);
 }
 
+TEST_CASE("health takes no arguments") {
+  commandOf<HealthCommand>({"health"});
+  CHECK(contains(usageError({"health", "x"}), "health: expected 0 argument"));
+}
+
 TEST_CASE("shell lines: no --socket, no nested shell, defaults carry over") {
   GlobalOptions defaults{"/s.sock", false, 900};
   Invocation invocation = parse({"get", "k"}, ParseMode::SHELL_LINE, defaults);

@@ -204,6 +204,41 @@ TEST_CASE("status info is converted field by field") {
   CHECK(status->members[1].reportAgeMs == 4321);
 }
 
+TEST_CASE("health: ready exits 0, live but not ready 1, unreachable or hung 3") {
+  Fixture f;
+  auto health = f.client.health(700);
+  REQUIRE(health.ok());
+  CHECK(health->live);
+  CHECK(health->ready);
+  CHECK(f.daemon.state.lastTimeoutMs == 700);
+  Rendered ready = execute(f.client, parseLine({"--json", "health"}), false);
+  CHECK(ready.exitCode == 0);
+  CHECK(ready.out.find(R"("live":true,"ready":true)") != std::string::npos);
+
+  f.daemon.state.ready = false;
+  Rendered notReady = execute(f.client, parseLine({"health"}), false);
+  CHECK(notReady.exitCode == 1);
+  CHECK(notReady.out ==
+        "live: yes\nready: no\nreason: waiting for a quorum: 1 of 3 members reachable\n");
+  Rendered notReadyJson = execute(f.client, parseLine({"--json", "health"}), false);
+  CHECK(notReadyJson.exitCode == 1);
+  CHECK(notReadyJson.out.find(R"("ready":false,"reason":"waiting for a quorum)") !=
+        std::string::npos);
+
+  f.daemon.state.hang = true;
+  Rendered hung = execute(f.client, parseLine({"--json", "--timeout", "100", "health"}), false);
+  CHECK(hung.exitCode == 3);
+  CHECK(hung.out.find(R"("live":false)") != std::string::npos);
+  f.daemon.state.hang = false;
+}
+
+TEST_CASE("health of a daemon that is not there exits 3") {
+  TempDir dir;
+  std::istringstream in;
+  std::ostringstream out, err;
+  CHECK(runSynodctl({"--socket", dir.path + "/none.sock", "health"}, in, out, err, false) == 3);
+}
+
 TEST_CASE("daemon statuses pass through; RPC exceptions become INTERNAL") {
   Fixture f;
   f.daemon.state.forcedCode = synod::rpc::Status::Code::NO_QUORUM;

@@ -294,6 +294,18 @@ class FakeAdmin final : public rpc::Admin::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> health(HealthContext context) override {
+    state.lastTimeoutMs = context.getParams().getTimeoutMs();
+    if (state.hang) return kj::NEVER_DONE;
+    auto results = context.getResults();
+    setStatus(results.initStatus(), rpc::Status::Code::OK);
+    fillHeader(results.initHeader(), state);
+    results.setLive(true);
+    results.setReady(state.ready);
+    results.setReason(state.ready ? "serving linearizable requests" : state.notReadyReason);
+    return kj::READY_NOW;
+  }
+
  private:
   FakeState& state;
 };

@@ -32,6 +32,8 @@ struct FakeState {
   bool unimplemented = false;               // Kv calls throw UNIMPLEMENTED
   kj::Maybe<rpc::Status::Code> forcedCode;  // every Kv call answers with this status
   uint32_t maxListLimit = 10000;
+  bool ready = true;  // Admin.health's answer
+  std::string notReadyReason = "waiting for a quorum: 1 of 3 members reachable";
 
   // What the last call carried.
   uint32_t lastTimeoutMs = 0;

@@ -460,5 +460,94 @@ TEST_CASE("settingsHash: what members must agree on") {
                                  FILE_NAME)) != settingsHash(n1));
 }
 
+TEST_CASE("diffConfigs: nothing for equal settings, whatever the file and its layout") {
+  Config a = parseConfig(BASE, FILE_NAME);
+  Config b = parseConfig(
+      "# reordered\npeers:\n  n3: 127.0.0.1:7103\n  n1: 127.0.0.1:7101\n"
+      "  n2: 127.0.0.1:7102\nnode: n1\nmax_value_bytes: 1048576\n",
+      "/elsewhere.yaml");
+  CHECK(diffConfigs(a, b).empty());
+}
+
+TEST_CASE("diffConfigs: each changed key with both values, marked live or restart-only") {
+  Config a = parseConfig(BASE, FILE_NAME);
+  Config b = parseConfig(BASE + "max_value_bytes: 2097152\nheartbeat_ms: 40\n", FILE_NAME);
+  auto changes = diffConfigs(a, b);
+  REQUIRE(changes.size() == 2);
+  CHECK(changes[0] == ConfigChange{"heartbeat_ms", "50", "40", false});
+  CHECK(changes[1] == ConfigChange{"max_value_bytes", "1048576", "2097152", true});
+
+  Config moved = parseConfig(
+      "node: n1\npeers:\n  n1: 127.0.0.1:7101\n  n2: 127.0.0.1:7102\n  n4: 127.0.0.1:7104\n",
+      FILE_NAME);
+  changes = diffConfigs(a, moved);
+  REQUIRE(changes.size() == 1);
+  CHECK(changes[0].key == "peers");
+  CHECK_FALSE(changes[0].live);
+  CHECK(changes[0].before == "n1=127.0.0.1:7101, n2=127.0.0.1:7102, n3=127.0.0.1:7103");
+  CHECK(changes[0].after == "n1=127.0.0.1:7101, n2=127.0.0.1:7102, n4=127.0.0.1:7104");
+
+  Config paths =
+      parseConfig(BASE + "socket: /run/other.sock\nmetrics_listen: 127.0.0.1:9100\n", FILE_NAME);
+  changes = diffConfigs(a, paths);
+  REQUIRE(changes.size() == 2);
+  CHECK(changes[0] ==
+        ConfigChange{"socket", R"("/run/synod/synod.sock")", R"("/run/other.sock")", false});
+  CHECK(changes[1].key == "metrics_listen");
+  CHECK(changes[1].before == R"("")");
+  CHECK(changes[1].after == "127.0.0.1:9100");
+}
+
+TEST_CASE("the live keys are the per-request limits; applyLiveKeys copies exactly those") {
+  for (const char* key : {"lease_ttl_min_ms", "lease_ttl_max_ms", "lock_delay_ms", "max_key_bytes",
+                          "max_value_bytes", "store_limit_bytes"}) {
+    CHECK_MESSAGE(isLiveKey(key), key);
+  }
+  for (const char* key :
+       {"cluster_id", "node", "listen", "peers", "data_dir", "socket", "socket_mode",
+        "socket_group", "heartbeat_ms", "election_timeout_ms", "leader_lease_ms", "max_clock_drift",
+        "metrics_listen", "history_revisions", "no_such_key"}) {
+    CHECK_MESSAGE(!isLiveKey(key), key);
+  }
+  // Every key different: after applying, exactly the restart-only keys still differ.
+  Config running = parseConfig(BASE, FILE_NAME);
+  Config loaded = parseConfig(
+      "cluster_id: other\nnode: n2\nlisten: 0.0.0.0:7202\ndata_dir: /srv/n2\n"
+      "socket: /run/n2.sock\nsocket_mode: 0600\nsocket_group: wheel\nheartbeat_ms: 40\n"
+      "election_timeout_ms: 700\nleader_lease_ms: 300\nmax_clock_drift: 0.02\n"
+      "lease_ttl_min_ms: 2000\nlease_ttl_max_ms: 7200000\nlock_delay_ms: 10\n"
+      "max_key_bytes: 100\nmax_value_bytes: 4096\nstore_limit_bytes: 33554432\n"
+      "metrics_listen: 127.0.0.1:9102\nhistory_revisions: 50\n"
+      "peers:\n  n2: 127.0.0.1:7202\n  n5: 127.0.0.1:7205\n  n6: 127.0.0.1:7206\n",
+      "/other.yaml");
+  REQUIRE(diffConfigs(running, loaded).size() == 20);
+  applyLiveKeys(running, loaded);
+  auto left = diffConfigs(running, loaded);
+  CHECK(left.size() == 14);
+  for (const auto& change : left)
+    CHECK_MESSAGE(!change.live, change.key);
+}
+
+TEST_CASE("withLiveKeys refuses live values that do not fit the running restart-only ones") {
+  Config running =
+      parseConfig(BASE + "election_timeout_ms: 2000\nlease_ttl_min_ms: 3000\n", FILE_NAME);
+  // Valid on its own (election timeout 500 ms), but the running election timeout is 2000 ms.
+  Config loaded = parseConfig(BASE + "lease_ttl_min_ms: 1500\n", "/new.yaml");
+  try {
+    withLiveKeys(running, loaded);
+    FAIL("accepted lease_ttl_min_ms below the running election timeout");
+  } catch (const ConfigError& e) {
+    CHECK(e.file() == "/new.yaml");
+    CHECK(e.line() == 6);
+    CHECK(e.key() == "lease_ttl_min_ms");
+    CHECK(std::string(e.what()).find("election_timeout_ms (2000 ms") != std::string::npos);
+  }
+  Config fine = parseConfig(BASE + "lease_ttl_min_ms: 2500\nmax_value_bytes: 4096\n", "/new.yaml");
+  Config merged = withLiveKeys(running, fine);
+  CHECK(merged.leaseTtlMinMs == 2500);
+  CHECK(merged.maxValueBytes == 4096);
+  CHECK(merged.electionTimeoutMs == 2000);
+}
+
 }  // namespace
 }  // namespace synod::daemon

@@ -15,6 +15,7 @@
 #include <capnp/serialize.h>
 #include <doctest/doctest.h>
 #include <kj/debug.h>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -152,6 +153,7 @@ struct Member {
   Config config;
   std::vector<std::pair<MemberIndex, PeerEnvelope>> inbox;
   std::vector<std::string> logs;
+  std::vector<std::string> logPeers;  // SYNOD_PEER of each line that named one
   std::function<void(MemberIndex, PeerEnvelope&)> onMessage;  // optional extra reaction
   std::unique_ptr<PeerTransport> transport;
 
@@ -219,8 +221,10 @@ class Group {
     REQUIRE(::listen(fds[i], 64) == 0);
     memberOptions.listenFd = fds[i];
     fds[i] = -1;  // the transport owns it now
-    memberOptions.logSink = [&member, i](Priority priority, std::string_view line) {
+    memberOptions.logSink = [&member, i](Priority priority, std::string_view line,
+                                         const LogFields& fields) {
       member.logs.emplace_back(line);
+      if (!fields.peer.empty()) member.logPeers.push_back(fields.peer);
       fprintf(stderr, "[n%zu <%d>] %.*s\n", i + 1, int(priority), int(line.size()), line.data());
     };
     member.transport = std::make_unique<PeerTransport>(
@@ -273,8 +277,9 @@ uint64_t sequenceOf(const PeerEnvelope& message) {
 
 TEST_CASE("RateLimitedLog writes one line per key per interval and counts the rest") {
   std::vector<std::string> lines;
-  RateLimitedLog log(10 * kj::SECONDS,
-                     [&](Priority, std::string_view line) { lines.emplace_back(line); });
+  RateLimitedLog log(10 * kj::SECONDS, [&](Priority, std::string_view line, const LogFields&) {
+    lines.emplace_back(line);
+  });
   auto t0 = kj::origin<kj::TimePoint>() + 1000 * kj::SECONDS;
   CHECK(log.log("n2", t0, Priority::WARNING, "first"));
   CHECK_FALSE(log.log("n2", t0 + 5 * kj::SECONDS, Priority::WARNING, "second"));
@@ -670,6 +675,8 @@ TEST_CASE("a bad or oversized frame after the handshake drops the connection, de
   // Rate-limited: one line for the first bad frame, the rest within 10 s suppressed.
   CHECK(group[0].logsContaining("dropped connection with peer n2") == 1);
   CHECK(group[0].logsContaining("over the limit of 67108864 bytes") == 1);
+  // The journal gets the peer as a field of its own (SYNOD_PEER).
+  CHECK(std::count(group[0].logPeers.begin(), group[0].logPeers.end(), "n2") >= 1);
 }
 
 TEST_CASE("a message over the receiver's size limit drops the connection; the sender's is kept") {

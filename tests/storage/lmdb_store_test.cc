@@ -285,6 +285,26 @@ TEST_CASE("LmdbStore: storeLimitBytes caps the map with 25% headroom") {
   CHECK(store->usedBytes() > 4 << 20);
 }
 
+TEST_CASE("LmdbStore: a raised storeLimitBytes raises the map's cap; a lowered one keeps it") {
+  TempDir tmp;
+  LmdbOptions options = optionsFor(tmp.sub("data"));
+  options.initialMapBytes = 1 << 20;
+  options.storeLimitBytes = 4 << 20;
+  auto store = LmdbStore::open(options);
+  CHECK(store->maxMapBytes() == 5 << 20);
+  store->setStoreLimitBytes(8 << 20);
+  CHECK(store->maxMapBytes() == 10 << 20);
+  CHECK(store->options().storeLimitBytes == 8 << 20);
+  for (int i = 0; i < 24; ++i) {  // 6 MiB: past the old cap
+    WriteBatch batch;
+    batch.putKey("k" + std::to_string(i), {std::string(256 << 10, 'x'), 1, 1, 1, 0});
+    store->commit(batch);
+  }
+  CHECK(store->usedBytes() > 6 << 20);
+  store->setStoreLimitBytes(2 << 20);
+  CHECK(store->maxMapBytes() == 10 << 20);
+}
+
 TEST_CASE("LmdbStore: a flipped byte in a stored value names table and key") {
   TempDir tmp;
   LmdbOptions options = optionsFor(tmp.sub("data"));
