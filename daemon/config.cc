@@ -485,6 +485,10 @@ const std::vector<KeySpec>& keySpecs() {
        [](auto& f, auto& v, Config& c) {
          c.historyRevisions = readWhole(f, v, "", 1, MAX_HISTORY_REVISIONS);
        }},
+      {"log_retention_slots",
+       [](auto& f, auto& v, Config& c) {
+         c.logRetentionSlots = readWhole(f, v, "", 1, MAX_HISTORY_REVISIONS);
+       }},
   };
   return SPECS;
 }
@@ -907,6 +911,7 @@ std::string renderConfig(const Config& c) {
   number("store_limit_bytes", c.storeLimitBytes);
   text("metrics_listen", c.metricsListen ? c.metricsListen->toString() : "");
   number("history_revisions", c.historyRevisions);
+  number("log_retention_slots", c.logRetentionSlots);
   return out;
 }
 
@@ -1017,6 +1022,7 @@ const std::vector<KeyView>& keyViews() {
          return c.metricsListen ? c.metricsListen->toString() : std::string("\"\"");
        }},
       numberKey("history_revisions", false, &Config::historyRevisions),
+      numberKey("log_retention_slots", false, &Config::logRetentionSlots),
   };
   return views;
 }

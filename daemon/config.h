@@ -25,6 +25,7 @@
 //   store_limit_bytes    2147483648 (2 GiB)      >= 16777216 (16 MiB), > max_key + max_value
 //   metrics_listen       off                     host:port; empty = off
 //   history_revisions    10000                   1..100000000
+//   log_retention_slots  10000                   1..100000000; decided slots kept for peers
 //
 // Strictness: unknown keys, duplicate keys (at any level), wrong types (a quoted "50" where a
 // number is expected, a boolean where a name is expected, 050 with its ambiguous leading zero)
@@ -80,6 +81,9 @@ struct Config {
   uint64_t storeLimitBytes = 2147483648;
   std::optional<PeerAddress> metricsListen;  // nullopt = no metrics endpoint
   uint64_t historyRevisions = 10000;
+  // Decided and applied slots kept for peers that fall behind; a peer further behind catches up
+  // by snapshot. Fewer keep the log file small; more spare short absences a snapshot.
+  uint64_t logRetentionSlots = 10000;
   /// The file this came from, "<dev>" for devConfig().
   std::string sourcePath;
 

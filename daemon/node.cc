@@ -68,7 +68,7 @@ election::Options Node::coreOptions(uint64_t memberCount) const {
   options.leaderLeaseNs = millis(config_.leaderLeaseMs);
   options.maxClockDrift = config_.maxClockDrift;
   // A group of one has nobody to catch up.
-  options.retainedLogSlots = memberCount == 1 ? 0 : RETAINED_LOG_SLOTS;
+  options.retainedLogSlots = memberCount == 1 ? 0 : config_.logRetentionSlots;
   options.startTimeNs = bootTimeNow();
   options.recovering = store_.startState().recovering;
   return options;
@@ -491,6 +491,7 @@ NodeStatus Node::status() const {
   status.commitP50Us = own.commitP50Us;
   status.commitP99Us = own.commitP99Us;
   status.stateDigest = own.stateDigest;
+  status.recoveryStage = catchUpStatus().recoveryStage;
   for (size_t i = 0; i < names.size(); ++i) {
     MemberInfo member;
     member.name = names[i];

@@ -120,6 +120,9 @@ struct NodeStatus {
   uint64_t commitP50Us = 0;  // over the last Node::COMMIT_SAMPLES group commits; 0 when none
   uint64_t commitP99Us = 0;
   uint64_t stateDigest = 0;  // election::StateMachine::stateDigest()
+  // Non-empty while this member recovers from an empty data dir and does not vote yet: what it
+  // waits for (election::Replica, "Recovery").
+  std::string recoveryStage;
   std::vector<MemberInfo> members;
 };
 
@@ -179,9 +182,6 @@ class Node : private kj::TaskSet::ErrorHandler {
   // Writes proposed and not yet answered; past this new writes are refused with UNAVAILABLE.
   static constexpr size_t MAX_PENDING_WRITES = 65536;
   static constexpr size_t MAX_PENDING_READS = 65536;
-  // Decided slots kept after they were applied, for peers that fall behind; a peer further
-  // behind catches up by snapshot.
-  static constexpr Slot RETAINED_LOG_SLOTS = 10000;
   // Snapshot transfer: chunk size, the pace a source serves at (catch-up must not starve the live
   // group), concurrent transfers a source serves, and how long a silent transfer lives.
   static constexpr size_t SNAPSHOT_CHUNK_BYTES = 1 << 20;

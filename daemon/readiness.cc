@@ -25,6 +25,9 @@ std::string waitingFor(const NodeStatus& status) {
   const std::string counted = std::to_string(reachable) + " of " +
                               std::to_string(status.members.size()) + " members reachable";
   if (reachable < majorityOf(status)) return "waiting for a quorum: " + counted;
+  if (!status.recoveryStage.empty()) {
+    return "recovering an empty data dir, not voting yet: " + status.recoveryStage;
+  }
   if (status.leader.empty()) return "waiting for a leader: " + counted;
   if (status.appliedSlot < status.decidedSlot) {
     return "catching up: applied slot " + std::to_string(status.appliedSlot) + " of " +

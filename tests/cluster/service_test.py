@@ -103,8 +103,32 @@ def stop(proc):
         proc.wait(timeout=30)
 
 
+def bootstrap_group(synod, workdir):
+    """A brand-new group starts once every member of its first majority hears that the others are
+    empty too: with three members, all three (a member with an empty data dir cannot tell a new
+    group from one that lost its data). Brings the three up until each says READY=1, then stops
+    them, so later starts are restarts of a group that exists."""
+    listeners = [NotifyListener(workdir.file(f"n{i}.boot.notify")) for i in (1, 2, 3)]
+    procs = [start_member(synod, workdir, f"n{i}", listeners[i - 1].path) for i in (1, 2)]
+    # Two of three empty members: no READY=1; they say they wait for the third.
+    wait_until(lambda: any("recovering" in s for s in listeners[0].values("STATUS")), 20,
+               "a STATUS= line saying n1 recovers and waits for answers")
+    time.sleep(4 * ELECTION_TIMEOUT_S)
+    check(not listeners[0].values("READY") and not listeners[1].values("READY"),
+          "two empty members of three declared the group new without the third")
+    print(f"  two of three empty members: STATUS= {listeners[0].values('STATUS')}")
+    procs.append(start_member(synod, workdir, "n3", listeners[2].path))
+    for i, listener in enumerate(listeners):
+        wait_until(lambda: listener.values("READY") == ["1"], 30, f"READY=1 from n{i + 1}")
+    for proc in procs:
+        stop(proc)
+    for listener in listeners:
+        listener.close()
+
+
 def test_readiness_waits_for_quorum(synod, synodctl, workdir):
     write_group_configs(workdir, 3)
+    bootstrap_group(synod, workdir)
     n1_notify = NotifyListener(workdir.file("n1.notify"))
     n2_notify = NotifyListener(workdir.file("n2.notify"))
     watchdog_usec = 2_000_000

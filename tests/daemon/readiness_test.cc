@@ -33,6 +33,16 @@ TEST_CASE("a majority reachable but no leader known: waiting for a leader") {
   CHECK(waitingFor(groupOf(5, 3)) == "waiting for a leader: 3 of 5 members reachable");
 }
 
+TEST_CASE("a member recovering an empty data dir says so, once a quorum is reachable") {
+  NodeStatus status = groupOf(3, 2);
+  status.recoveryStage = "waiting for answers from 2 other members (1 so far)";
+  CHECK(waitingFor(status) ==
+        "recovering an empty data dir, not voting yet: waiting for answers from 2 other members "
+        "(1 so far)");
+  status.members[1].reachable = false;
+  CHECK(waitingFor(status) == "waiting for a quorum: 1 of 3 members reachable");
+}
+
 TEST_CASE("a leader known and slots decided but not applied: catching up") {
   NodeStatus status = groupOf(3, 3);
   status.leader = "n2";
