@@ -8,6 +8,7 @@
 
 #include <kj/debug.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -107,6 +108,12 @@ class Daemon {
     options.clusterId = config_.clusterId;
     options.memberName = config_.node;
     options.storeLimitBytes = config_.storeLimitBytes;
+    // A data dir created now (perhaps a wiped one) starts above every incarnation an earlier
+    // life of this member can have used (storage::LmdbOptions::firstIncarnation).
+    options.firstIncarnation =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count());
     store_ = storage::LmdbStore::open(options);
 
     KJ_ASSERT(uv_loop_init(&loop_) == 0);

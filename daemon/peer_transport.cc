@@ -497,6 +497,13 @@ void PeerTransport::Impl::send(MemberIndex to, PeerEnvelope&& message) {
   KJ_REQUIRE(to < peers.size() && to != self, "send() to an index that is not another member", to,
              self, peers.size());
   Peer& peer = peers[to];
+  while (peer.active == nullptr && !peer.queue.empty() &&
+         peer.queue.size() >= options.maxQueueMessagesDisconnected) {
+    --peer.pendingMessages;
+    peer.pendingBytes -= peer.queue.front().asBytes().size();
+    peer.queue.pop_front();
+    ++peer.counters.dropped;
+  }
   if (closed || peer.pendingMessages >= options.maxQueueMessages) {
     ++peer.counters.dropped;
     if (!closed) {

@@ -31,6 +31,10 @@
 // Delivery is at most once, in order per peer, with gaps: messages queued for a peer wait for a
 // connection (also across reconnects); at the queue's bound (messages or bytes) send() drops the
 // new message and counts it; messages being written when a connection fails are lost (counted).
+// While a peer has no connection its queue keeps only the newest maxQueueMessagesDisconnected
+// messages (older ones are dropped and counted, quietly: a peer that is down is expected to miss
+// messages), so a peer back after a long absence gets recent heartbeats and Accepts, not a
+// backlog it has no use for, and catches up by fetching or by snapshot.
 // The consensus protocol retransmits everything it needs (heartbeats, fetches, re-sent Accepts),
 // so a dropped message costs time, never safety.
 //
@@ -88,6 +92,7 @@ struct PeerTransportOptions {
   // Per-peer send queue bound, counting messages waiting and being written.
   size_t maxQueueMessages = 16384;
   size_t maxQueueBytes = size_t(64) << 20;
+  size_t maxQueueMessagesDisconnected = 1024;
   // Reconnect delay (see the file comment).
   kj::Duration backoffMin = 50 * kj::MILLISECONDS;
   kj::Duration backoffMax = 2 * kj::SECONDS;

@@ -344,8 +344,8 @@ StartState start(MDB_txn* txn, LmdbStore::Environment& e, const LmdbOptions& opt
   state.fresh = checkIdentity(txn, e, options);
 
   std::optional<std::string_view> incarnation = getValue(txn, e.meta, "meta", INCARNATION_KEY);
-  state.incarnation =
-      (incarnation ? decodeIncarnation(*incarnation, {"meta", INCARNATION_KEY}) : 0) + 1;
+  state.incarnation = incarnation ? decodeIncarnation(*incarnation, {"meta", INCARNATION_KEY}) + 1
+                                  : std::max<uint64_t>(options.firstIncarnation, 1);
   putValue(txn, e.meta, "meta", INCARNATION_KEY, encodeIncarnation(state.incarnation));
 
   if (auto promise = getValue(txn, e.meta, "meta", PROMISE_KEY)) {

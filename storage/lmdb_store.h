@@ -42,6 +42,12 @@ struct LmdbOptions {
   // ("store full") and the member stops. 0 = storeLimitBytes + 25% headroom, so slots decided
   // before the leader's alarm still apply; unlimited when storeLimitBytes is 0 as well.
   uint64_t maxMapBytes = 0;
+  // The incarnation of a store created empty (later starts add 1). Commands are de-duplicated by
+  // (member, incarnation, sequence) in the replicated sessions, which outlive a wiped data dir:
+  // a member that lost its data dir must never start again at an incarnation its earlier life
+  // used, or its new writes would be taken for old ones and silently skipped. The daemon passes
+  // the wall clock in microseconds; tests may pass anything >= 1.
+  uint64_t firstIncarnation = 1;
 };
 
 class LmdbStore final : public Store {

@@ -744,6 +744,27 @@ TEST_CASE("at the queue bound new messages are dropped and counted; the rest arr
   REQUIRE(runUntil(group.loop(), [&] { return group[1].inbox.size() == 101; }));
 }
 
+TEST_CASE("a peer without a connection gets only the newest messages once it is back") {
+  PeerTransportOptions options = Group::fastOptions();
+  options.maxQueueMessagesDisconnected = 10;
+  Group group(2);
+  group.start(0, options);  // n2 is down
+  for (uint64_t i = 0; i < 25; ++i)
+    group.transport(0).send(1, heartbeat(i));
+  auto stats = group.transport(0).stats(1);
+  CHECK(stats.queuedMessages == 10);
+  CHECK(stats.dropped == 15);
+  CHECK(group[0].logsContaining("send queue to peer n2 is full") == 0);  // expected, not logged
+  group.start(1);
+  REQUIRE(runUntil(group.loop(), [&] { return group[1].inbox.size() == 10; }));
+  for (uint64_t i = 0; i < 10; ++i)
+    CHECK(sequenceOf(group[1].inbox[i].second) == 15 + i);
+  // Connected, the ordinary bound applies again.
+  for (uint64_t i = 0; i < 25; ++i)
+    group.transport(0).send(1, heartbeat(100 + i));
+  REQUIRE(runUntil(group.loop(), [&] { return group[1].inbox.size() == 35; }));
+}
+
 TEST_CASE("a peer that never answers times out and is retried") {
   PeerTransportOptions options = Group::fastOptions();
   options.handshakeTimeout = 200 * kj::MILLISECONDS;

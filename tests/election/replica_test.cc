@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <utility>
 #include <vector>
 
 namespace synod::election {
@@ -1401,6 +1402,49 @@ TEST_CASE("a log hold keeps slots a snapshot receiver will fetch") {
     drain(r);
   }
   CHECK(r.logStart() > 30);
+}
+
+}  // namespace
+}  // namespace synod::election
+
+namespace synod::election {
+namespace {
+
+TEST_CASE("a follower that missed more than the leader's retained log is told to get a snapshot") {
+  Group g(3, [](Options& o) { o.retainedLogSlots = 10; });
+  REQUIRE(g.runUntil([&] { return g.leader().has_value(); }));
+  const MemberIndex leader = *g.leader();
+  const MemberIndex away = (leader + 1) % 3;
+  auto cut = [&](MemberIndex from, const OutgoingMessage& m) {
+    return from == away || m.to == away;
+  };
+  for (int i = 0; i < 60; ++i) {
+    g[leader].propose("c" + std::to_string(i), g.now);
+    g.runUntil([&] { return !g[leader].hasReady(); }, 20 * MS, cut);
+  }
+  REQUIRE(g[leader].appliedSlot() >= 40);
+  CHECK(g[leader].logStart() > 20);
+  // Back: its fetch finds the slots gone; the Ready says where to get a snapshot.
+  std::optional<SnapshotNeeded> needed;
+  for (int step = 0; step < 200 && !needed; ++step) {
+    g.now += 2 * MS;
+    g.tickAll();
+    for (auto& [from, m] : std::exchange(g.network, {})) {
+      g.replicas[m.to]->step(from, m.message, g.now);
+    }
+    while (g[away].hasReady()) {
+      Ready r = g[away].ready();
+      if (r.snapshotNeeded) needed = r.snapshotNeeded;
+      for (auto& m : r.sendBeforePersist)
+        g.network.emplace_back(away, m);
+      for (auto& m : r.sendAfterPersist)
+        g.network.emplace_back(away, m);
+      g[away].advance(r);
+    }
+    g.pumpAll();
+  }
+  REQUIRE(needed);
+  CHECK(needed->peerLogStart == g[leader].logStart());
 }
 
 }  // namespace

@@ -231,6 +231,16 @@ TEST_CASE_TEMPLATE("Store: replaceState swaps the whole map and sessions in one 
   CHECK(slotsFrom(after, 0) == std::vector<Slot>{9});  // the vote above the snapshot stays
 }
 
+TEST_CASE("LmdbStore: a store created empty starts at firstIncarnation, then counts up") {
+  TempDir dir;
+  LmdbOptions options{dir.sub("data"), "test-group", "n1"};
+  options.firstIncarnation = 1'700'000'000'000'000;
+  CHECK(LmdbStore::open(options)->startState().incarnation == 1'700'000'000'000'000);
+  // Later starts count up from what is stored, whatever firstIncarnation says now.
+  options.firstIncarnation = 5;
+  CHECK(LmdbStore::open(options)->startState().incarnation == 1'700'000'000'000'001);
+}
+
 TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, MemoryHarness) {
   H harness;
   WriteBatch good;
