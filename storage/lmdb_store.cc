@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 #include <utility>
@@ -492,12 +494,29 @@ void LmdbStore::forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>
 }
 
 uint64_t LmdbStore::usedBytes() const {
+  // One read transaction, so the high-water mark and the free list describe the same moment.
+  Transaction txn(environment_->env, MDB_RDONLY);
   MDB_envinfo info;
   MDB_stat stat;
   int rc = mdb_env_info(environment_->env, &info);
   if (rc == 0) rc = mdb_env_stat(environment_->env, &stat);
   if (rc != 0) throwLmdb("env_info", rc);
-  return (static_cast<uint64_t>(info.me_last_pgno) + 1) * stat.ms_psize;
+  // LMDB's free list (database 0): each record lists pages freed by one transaction, the first
+  // word the count (an IDL). Those pages are reused before the file grows again.
+  uint64_t freePages = 0;
+  Cursor cursor(txn.get(), 0, "free list");
+  MDB_val key{};
+  MDB_val value{};
+  while ((rc = mdb_cursor_get(cursor.get(), &key, &value, MDB_NEXT)) == 0) {
+    if (value.mv_size >= sizeof(size_t)) {
+      size_t count = 0;
+      std::memcpy(&count, value.mv_data, sizeof(count));
+      freePages += count;
+    }
+  }
+  if (rc != MDB_NOTFOUND) throwLmdb("read the free list", rc);
+  const uint64_t highWater = static_cast<uint64_t>(info.me_last_pgno) + 1;
+  return (highWater - std::min(freePages, highWater)) * stat.ms_psize;
 }
 
 uint64_t LmdbStore::mapBytes() const {

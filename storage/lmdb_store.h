@@ -69,7 +69,9 @@ class LmdbStore final : public Store {
   void forEachSession(
       const std::function<void(MemberIndex member, std::string_view encoded)>& fn) override;
   void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) override;
-  // (last used page + 1) * page size.
+  // Pages in use: (last used page + 1 - pages on LMDB's free list) * page size. Deleting keys and
+  // compacting the log lower it, though the file itself never shrinks (freed pages are reused
+  // before it grows again).
   uint64_t usedBytes() const override;
 
   // The memory map's current size.

@@ -116,7 +116,7 @@ class Store {
   // Log entries with slot >= from, ascending.
   virtual void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) = 0;
 
-  // Bytes the store occupies now (LMDB: pages in use up to the high-water mark).
+  // Bytes the store's data occupies now (LMDB: pages in use, free pages not counted).
   virtual uint64_t usedBytes() const = 0;
 };
 

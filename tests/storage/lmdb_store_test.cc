@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <vector>
@@ -212,6 +213,38 @@ TEST_CASE("LmdbStore: the map doubles as data grows, and everything is there aft
   more.putKey("big/more", {valueOf(0), 1, 1, 1, 0});
   store->commit(more);
   CHECK(store->usedBytes() >= (VALUES + 1) * VALUE_BYTES);
+}
+
+TEST_CASE("LmdbStore: usedBytes falls when keys are deleted; freed pages are reused") {
+  TempDir tmp;
+  LmdbOptions options = optionsFor(tmp.sub("data"));
+  auto store = LmdbStore::open(options);
+  const std::string value(64 << 10, 'v');
+  auto fill = [&](const std::string& prefix) {
+    for (int i = 0; i < 64; ++i) {
+      WriteBatch batch;
+      batch.putKey(prefix + std::to_string(i), {value, 1, 1, 1, 0});
+      store->commit(batch);
+    }
+  };
+  const uint64_t empty = store->usedBytes();
+  fill("a/");
+  const uint64_t full = store->usedBytes();
+  CHECK(full >= empty + 64 * value.size());
+  for (int i = 0; i < 64; ++i) {
+    WriteBatch batch;
+    batch.deleteKey("a/" + std::to_string(i));
+    store->commit(batch);
+  }
+  const uint64_t afterDelete = store->usedBytes();
+  MESSAGE("used bytes: empty " << empty << ", full " << full << ", after deleting " << afterDelete);
+  // Space is counted as freed, so a store refused NO_SPACE can recover by deleting.
+  CHECK(afterDelete < empty + (full - empty) / 4);
+  // The same amount written again reuses the freed pages: the file does not grow by as much.
+  const uint64_t fileBefore = std::filesystem::file_size(tmp.sub("data") + "/data.mdb");
+  fill("b/");
+  const uint64_t fileAfter = std::filesystem::file_size(tmp.sub("data") + "/data.mdb");
+  CHECK(fileAfter < fileBefore + (full - empty) / 4);
 }
 
 TEST_CASE("LmdbStore: a batch that fails half-way (store full) leaves nothing behind") {
