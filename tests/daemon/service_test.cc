@@ -249,7 +249,8 @@ TEST_CASE("status names the member, its role and the caller's credentials") {
   CHECK(info.getCommitP99Us() >= info.getCommitP50Us());
   // The digest follows the state: another write changes it.
   f.put("b", "2");
-  auto after = f.admin.statusRequest().send().wait(f.ws()).getInfo();
+  auto afterReply = f.admin.statusRequest().send().wait(f.ws());
+  auto after = afterReply.getInfo();
   CHECK(after.getStateDigest() != info.getStateDigest());
 }
 
@@ -351,7 +352,8 @@ TEST_CASE("status: a member on a fresh store shows itself recovering in its own 
   storage::MemoryStore store;
   FakeOutbox outbox;
   Fixture f(store, threeMemberConfig(), &outbox);
-  auto info = f.admin.statusRequest().send().wait(f.ws()).getInfo();
+  auto reply = f.admin.statusRequest().send().wait(f.ws());
+  auto info = reply.getInfo();
   REQUIRE(info.getMembers().size() == 3);
   auto self = info.getMembers()[0];
   CHECK(self.getName() == "n1");
@@ -385,7 +387,8 @@ TEST_CASE("status: recovery committed, not recovering; slotsBehind from the high
   fromN2.snapshotBytesReceived = 3250586;
   fromN2.snapshotBytesTotal = 10485760;
   f.node->onMemberReport(1, fromN2);
-  auto info = f.admin.statusRequest().send().wait(f.ws()).getInfo();
+  auto reply = f.admin.statusRequest().send().wait(f.ws());
+  auto info = reply.getInfo();
   REQUIRE(info.getMembers().size() == 3);
   auto self = info.getMembers()[0];
   CHECK_FALSE(self.getRecovering());
@@ -403,15 +406,16 @@ TEST_CASE("status: recovery committed, not recovering; slotsBehind from the high
   fromN2.decidedSlot = 0;
   fromN2.appliedSlot = 0;
   f.node->onMemberReport(1, fromN2);
-  info = f.admin.statusRequest().send().wait(f.ws()).getInfo();
-  CHECK(info.getMembers()[0].getSlotsBehind() == 0);
-  CHECK(info.getMembers()[1].getSlotsBehind() == info.getMembers()[0].getDecidedSlot());
+  auto aheadReply = f.admin.statusRequest().send().wait(f.ws());
+  auto ahead = aheadReply.getInfo();
+  CHECK(ahead.getMembers()[0].getSlotsBehind() == 0);
+  CHECK(ahead.getMembers()[1].getSlotsBehind() == ahead.getMembers()[0].getDecidedSlot());
   // A peer's report is not checked for consistency: applied above every decided slot is 0
   // behind, not a wrapped-around count.
   fromN2.appliedSlot = 50;
   f.node->onMemberReport(1, fromN2);
-  info = f.admin.statusRequest().send().wait(f.ws()).getInfo();
-  CHECK(info.getMembers()[1].getSlotsBehind() == 0);
+  auto inconsistentReply = f.admin.statusRequest().send().wait(f.ws());
+  CHECK(inconsistentReply.getInfo().getMembers()[1].getSlotsBehind() == 0);
 }
 
 // A disk that remembers a copy of itself after every commit: each copy is what a crash right
