@@ -1,5 +1,6 @@
 #include "clients/cli.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <istream>
 #include <iterator>
@@ -542,7 +543,9 @@ Commands:
       in microseconds, state digest, age of the report and whether the member is reachable.
       Members with the same applied slot have the same digest; a different one means their
       states differ. A report more than 3 s old, or from an unreachable member, is marked
-      stale.
+      stale. CATCH_UP shows a member coming back: "recovering: STAGE" (empty data dir, not
+      voting yet), "snapshot 3.1/10.0 MiB from n2" (a snapshot arriving), or "N slots behind"
+      (the highest decided slot reported minus its applied slot); "-" otherwise.
   transfer-leader [NAME]
       Ask the member at --socket, which must lead, to hand leadership to NAME (default: the
       most up-to-date reachable follower) and wait until another member leads (up to
@@ -580,8 +583,10 @@ JSON fields (--json and shell):
   members      members [{name, address, role, reachable, lagSlots, reported, stale,
                reportAgeMs, ballot {round, member}, leader, decidedSlot, appliedSlot, revision,
                leaseLeftMs, dbSizeBytes, storeLimitBytes, commitP50Us, commitP99Us,
-               incarnation, uptimeMs, stateDigest}]; the fields after stale are null when
-               reported is false (no report received yet)
+               incarnation, uptimeMs, stateDigest, recovering, recoveryStage (null unless
+               recovering), snapshotFrom (null unless a snapshot is arriving),
+               snapshotBytesReceived, snapshotBytesTotal, slotsBehind}]; the fields after stale
+               are null when reported is false (no report received yet)
   transfer-leader  leader (the new leader; on failure the leader known, or null)
   health       live, ready, reason
   Keys and values that are not valid UTF-8 are given in base64 as key_b64 / value_b64.
@@ -696,6 +701,10 @@ void memberFields(JsonWriter& json, const MemberStatus& member) {
           "incarnation", "uptimeMs", "stateDigest"}) {
       json.key(field).null();
     }
+    for (const char* field : {"recovering", "recoveryStage", "snapshotFrom",
+                              "snapshotBytesReceived", "snapshotBytesTotal", "slotsBehind"}) {
+      json.key(field).null();
+    }
     return;
   }
   json.field("reportAgeMs", member.reportAgeMs);
@@ -715,7 +724,13 @@ void memberFields(JsonWriter& json, const MemberStatus& member) {
       .field("commitP99Us", member.commitP99Us)
       .field("incarnation", member.incarnation)
       .field("uptimeMs", member.uptimeMs)
-      .field("stateDigest", digestHex(member.stateDigest));
+      .field("stateDigest", digestHex(member.stateDigest))
+      .field("recovering", member.recovering);
+  nullableName(json, "recoveryStage", member.recoveryStage);
+  nullableName(json, "snapshotFrom", member.snapshotFrom);
+  json.field("snapshotBytesReceived", member.snapshotBytesReceived)
+      .field("snapshotBytesTotal", member.snapshotBytesTotal)
+      .field("slotsBehind", member.slotsBehind);
 }
 
 void membersArray(JsonWriter& json, const std::vector<MemberStatus>& members) {
@@ -743,10 +758,31 @@ std::string humanBytes(uint64_t bytes) {
   return text;
 }
 
+/// "3.1/10.0 MiB": both in the unit that suits the larger.
+std::string bytesOf(uint64_t part, uint64_t whole) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  size_t unit = 0;
+  double scale = 1;
+  for (uint64_t larger = std::max(part, whole) / 1024; larger > 0 && unit + 1 < std::size(units);
+       larger /= 1024) {
+    scale *= 1024;
+    ++unit;
+  }
+  char text[64];
+  if (unit == 0) {
+    std::snprintf(text, sizeof text, "%llu/%llu B", static_cast<unsigned long long>(part),
+                  static_cast<unsigned long long>(whole));
+  } else {
+    std::snprintf(text, sizeof text, "%.1f/%.1f %s", static_cast<double>(part) / scale,
+                  static_cast<double>(whole) / scale, units[unit]);
+  }
+  return text;
+}
+
 std::string memberTable(const std::vector<MemberStatus>& members) {
-  std::vector<std::vector<std::string>> rows = {{"NAME", "ROLE", "BALLOT", "DECIDED", "APPLIED",
-                                                 "LAG", "LEASE_MS", "DB_SIZE", "COMMIT_P50/P99_US",
-                                                 "DIGEST", "REPORT_AGE_MS", "REACHABLE"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "ROLE", "BALLOT", "DECIDED", "APPLIED", "LAG", "LEASE_MS", "DB_SIZE",
+       "COMMIT_P50/P99_US", "DIGEST", "REPORT_AGE_MS", "REACHABLE", "CATCH_UP"}};
   for (const auto& member : members) {
     std::vector<std::string> row = {displayText(member.name), displayText(member.role)};
     if (member.reported) {
@@ -764,6 +800,7 @@ std::string memberTable(const std::vector<MemberStatus>& members) {
                  {"-", "-", "-", std::to_string(member.lagSlots), "-", "-", "-", "-", "none"});
     }
     row.push_back(yesNo(member.reachable));
+    row.push_back(catchUpCell(member));
     rows.push_back(std::move(row));
   }
   return formatTable(rows);
@@ -987,6 +1024,29 @@ std::string digestHex(uint64_t digest) {
   char text[17];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(digest));
   return text;
+}
+
+std::string catchUpCell(const MemberStatus& member) {
+  if (!member.reported) return "-";
+  std::string snapshot;
+  if (!member.snapshotFrom.empty()) {
+    snapshot = "snapshot " +
+               (member.snapshotBytesTotal == 0
+                    ? humanBytes(member.snapshotBytesReceived)
+                    : bytesOf(member.snapshotBytesReceived, member.snapshotBytesTotal)) +
+               " from " + displayText(member.snapshotFrom);
+  }
+  if (member.recovering) {
+    if (!snapshot.empty()) return "recovering: " + snapshot;
+    if (member.recoveryStage.empty()) return "recovering";
+    return "recovering: " + displayText(member.recoveryStage);
+  }
+  if (!snapshot.empty()) return snapshot;
+  if (member.slotsBehind > 0) {
+    return std::to_string(member.slotsBehind) +
+           (member.slotsBehind == 1 ? " slot behind" : " slots behind");
+  }
+  return "-";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -133,6 +133,10 @@ Rendered renderMembers(const Result<StatusInfo>& result, const RenderOptions& op
 /// A state digest as JSON and tables show it: 16 lowercase hex digits (a JSON number could not
 /// hold 64 bits exactly for every reader).
 std::string digestHex(uint64_t digest);
+/// The CATCH_UP cell of a member row: "-" when there is nothing to tell (or no report);
+/// "snapshot 3.1/10.0 MiB from n2" while a snapshot arrives (prefixed "recovering: " during a
+/// recovery); "recovering: STAGE"; else "N slots behind" when N > 0.
+std::string catchUpCell(const MemberStatus& member);
 Rendered renderTransferLeader(const TransferLeaderCommand& command,
                               const Result<TransferReply>& result, const RenderOptions& options);
 /// Exit status EXIT_OK when ready, EXIT_NOT_READY when live but not ready, EXIT_UNAVAILABLE when

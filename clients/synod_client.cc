@@ -109,6 +109,12 @@ MemberStatus memberFrom(rpc::MemberStatus::Reader member) {
   result.incarnation = member.getIncarnation();
   result.uptimeMs = member.getUptimeMs();
   result.stateDigest = member.getStateDigest();
+  result.recovering = member.getRecovering();
+  result.recoveryStage = toString(member.getRecoveryStage());
+  result.snapshotFrom = toString(member.getSnapshotFrom());
+  result.snapshotBytesReceived = member.getSnapshotBytesReceived();
+  result.snapshotBytesTotal = member.getSnapshotBytesTotal();
+  result.slotsBehind = member.getSlotsBehind();
   return result;
 }
 

@@ -130,6 +130,15 @@ struct MemberStatus {
   uint64_t incarnation = 0;
   uint64_t uptimeMs = 0;
   uint64_t stateDigest = 0;  // equal on members with the same applied state
+  /// Catch-up progress, from the same report.
+  bool recovering = false;    // empty data dir: not voting until it has caught up
+  std::string recoveryStage;  // what the recovery waits for; empty unless recovering
+  std::string snapshotFrom;   // a snapshot is being received from this member; empty when none
+  uint64_t snapshotBytesReceived = 0;
+  uint64_t snapshotBytesTotal = 0;
+  /// The highest decided slot of any member (as the answering member knows them) minus this
+  /// member's applied slot, at least 0.
+  uint64_t slotsBehind = 0;
 };
 
 struct StatusInfo {

@@ -3,6 +3,7 @@
 // the protocol depends on it; a lost report only makes the next one older.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,6 +11,9 @@
 #include "election/types.h"
 
 namespace synod::daemon {
+
+// Longest recoveryStage a report carries: the encoder cuts a longer one, the decoder refuses it.
+constexpr size_t MAX_RECOVERY_STAGE_BYTES = 256;
 
 struct MemberReport {
   std::string role;  // leader / follower / candidate / unknown (a role this build does not know)
@@ -26,6 +30,12 @@ struct MemberReport {
   uint64_t incarnation = 0;
   uint64_t uptimeMs = 0;
   uint64_t stateDigest = 0;  // election::StateMachine::stateDigest()
+  // Catch-up progress (Node::catchUpStatus()).
+  bool recovering = false;    // empty data dir: not voting until it has caught up
+  std::string recoveryStage;  // human text while recovering; at most MAX_RECOVERY_STAGE_BYTES
+  std::optional<election::MemberIndex> snapshotFrom;  // a snapshot is being received from it
+  uint64_t snapshotBytesReceived = 0;                 // 0 unless a snapshot is in progress
+  uint64_t snapshotBytesTotal = 0;
 
   bool operator==(const MemberReport&) const = default;
 };

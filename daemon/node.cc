@@ -519,6 +519,14 @@ NodeStatus Node::status() const {
     }
     status.members.push_back(std::move(member));
   }
+  Slot highestDecided = 0;
+  for (const MemberInfo& member : status.members) {
+    if (member.report) highestDecided = std::max(highestDecided, member.report->decidedSlot);
+  }
+  for (MemberInfo& member : status.members) {
+    if (member.report && highestDecided > member.report->appliedSlot)
+      member.slotsBehind = highestDecided - member.report->appliedSlot;
+  }
   return status;
 }
 

@@ -103,6 +103,9 @@ struct MemberInfo {
   std::optional<MemberReport> report;
   uint64_t reportAgeMs = 0;  // since the report was received
   bool stale = true;         // unreachable, no report, or older than Node::REPORT_STALE_MS
+  // The highest decidedSlot of every report known here (this member's included) minus this
+  // member's appliedSlot, at least 0; 0 without a report.
+  uint64_t slotsBehind = 0;
 };
 
 struct NodeStatus {

@@ -53,6 +53,16 @@ MemberReport Node::selfReport(Nanos now) const {
                         std::chrono::steady_clock::now() - startedAt_)
                         .count();
   report.stateDigest = state_.stateDigest();
+  CatchUpStatus catchUp = catchUpStatus();
+  report.recovering = catchUp.recovering;
+  report.recoveryStage = catchUp.recoveryStage;
+  if (catchUp.snapshotInProgress) {
+    auto names = config_.peerNames();
+    auto from = std::find(names.begin(), names.end(), catchUp.snapshotFrom);
+    if (from != names.end()) report.snapshotFrom = static_cast<MemberIndex>(from - names.begin());
+    report.snapshotBytesReceived = catchUp.snapshotBytesReceived;
+    report.snapshotBytesTotal = catchUp.snapshotBytesTotal;
+  }
   return report;
 }
 

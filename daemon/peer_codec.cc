@@ -2,6 +2,7 @@
 
 #include <capnp/serialize.h>
 #include <kj/exception.h>
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <utility>
@@ -62,6 +63,10 @@ size_t commandWords(const std::vector<std::string>& commands) {
   return words;
 }
 
+size_t reportWords(const MemberReport& report) {
+  return 32 + (std::min(report.recoveryStage.size(), MAX_RECOVERY_STAGE_BYTES) + 8) / 8;
+}
+
 // A first segment large enough for the whole message, so a frame is one segment.
 size_t estimateWords(const PeerEnvelope& message) {
   auto entriesWords = [](const std::vector<LogEntry>& entries) {
@@ -86,7 +91,7 @@ size_t estimateWords(const PeerEnvelope& message) {
                              [](const SnapshotChunk& c) -> size_t {
                                return (c.data.size() + c.unavailable.size()) / 8 + 16;
                              },
-                             [](const MemberReport&) -> size_t { return 24; },
+                             [](const MemberReport& r) { return reportWords(r); },
                          },
                          message);
 }
@@ -208,6 +213,23 @@ void encodeReport(peer::MemberReport::Builder out, const MemberReport& m) {
   out.setIncarnation(m.incarnation);
   out.setUptimeMs(m.uptimeMs);
   out.setStateDigest(m.stateDigest);
+  out.setRecovering(m.recovering);
+  // Cut rather than send what every receiver refuses; never inside a UTF-8 sequence.
+  size_t stageBytes = m.recoveryStage.size();
+  if (stageBytes > MAX_RECOVERY_STAGE_BYTES) {
+    stageBytes = MAX_RECOVERY_STAGE_BYTES;
+    while (stageBytes > 0 &&
+           (static_cast<unsigned char>(m.recoveryStage[stageBytes]) & 0xc0) == 0x80)
+      --stageBytes;
+  }
+  out.setRecoveryStage(capnp::Text::Reader(m.recoveryStage.data(), stageBytes));
+  if (m.snapshotFrom) {
+    out.getSnapshotFrom().setMember(*m.snapshotFrom);
+  } else {
+    out.getSnapshotFrom().setNone();
+  }
+  out.setSnapshotBytesReceived(m.snapshotBytesReceived);
+  out.setSnapshotBytesTotal(m.snapshotBytesTotal);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -324,6 +346,25 @@ class Decoder {
     out.incarnation = in.getIncarnation();
     out.uptimeMs = in.getUptimeMs();
     out.stateDigest = in.getStateDigest();
+    out.recovering = in.getRecovering();
+    auto stage = in.getRecoveryStage();
+    if (stage.size() > MAX_RECOVERY_STAGE_BYTES) {
+      fail("MemberReport: recoveryStage of " + str(stage.size()) + " bytes, more than " +
+           str(MAX_RECOVERY_STAGE_BYTES));
+    }
+    out.recoveryStage.assign(stage.cStr(), stage.size());
+    auto snapshotFrom = in.getSnapshotFrom();
+    switch (snapshotFrom.which()) {
+      case peer::MemberReport::SnapshotFrom::NONE:
+        break;
+      case peer::MemberReport::SnapshotFrom::MEMBER:
+        out.snapshotFrom = member(snapshotFrom.getMember(), "MemberReport snapshotFrom");
+        break;
+      default:
+        fail("MemberReport: unknown snapshotFrom kind " + str(snapshotFrom.which()));
+    }
+    out.snapshotBytesReceived = in.getSnapshotBytesReceived();
+    out.snapshotBytesTotal = in.getSnapshotBytesTotal();
     return out;
   }
 

@@ -226,6 +226,12 @@ void setReport(rpc::MemberStatus::Builder out, const MemberReport& report, uint6
   out.setIncarnation(report.incarnation);
   out.setUptimeMs(report.uptimeMs);
   out.setStateDigest(report.stateDigest);
+  out.setRecovering(report.recovering);
+  out.setRecoveryStage(report.recoveryStage);
+  if (report.snapshotFrom && *report.snapshotFrom < names.size())
+    out.setSnapshotFrom(names[*report.snapshotFrom]);
+  out.setSnapshotBytesReceived(report.snapshotBytesReceived);
+  out.setSnapshotBytesTotal(report.snapshotBytesTotal);
 }
 
 class AdminService final : public rpc::Admin::Server {
@@ -274,6 +280,7 @@ class AdminService final : public rpc::Admin::Server {
       members[i].setLagSlots(member.lagSlots);
       members[i].setStale(member.stale);
       if (member.report) setReport(members[i], *member.report, member.reportAgeMs, names);
+      members[i].setSlotsBehind(member.slotsBehind);
     }
     return kj::READY_NOW;
   }

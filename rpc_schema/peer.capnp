@@ -184,6 +184,15 @@ struct MemberReport {
   incarnation @12 :UInt64;
   uptimeMs @13 :UInt64;
   stateDigest @14 :UInt64;    # election::StateMachine::stateDigest()
+  # Catch-up progress. A report from a member without these fields reads as not catching up.
+  recovering @15 :Bool;       # empty data dir: not voting until it has caught up
+  recoveryStage @16 :Text;    # human text while recovering; at most 256 bytes
+  snapshotFrom :union {       # the member a snapshot is being received from
+    none @17 :Void;
+    member @18 :UInt32;       # index in the sorted peer list
+  }
+  snapshotBytesReceived @19 :UInt64;  # 0 unless a snapshot is in progress
+  snapshotBytesTotal @20 :UInt64;
 
   # An unknown value (from a newer member) is shown as "unknown", never refused.
   enum Role {

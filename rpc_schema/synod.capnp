@@ -142,6 +142,15 @@ struct MemberStatus {
   incarnation @19 :UInt64;
   uptimeMs @20 :UInt64;
   stateDigest @21 :UInt64; # equal on members with equal applied state (same revision)
+  # Catch-up progress, from the same report.
+  recovering @22 :Bool;    # empty data dir: not voting until it has caught up
+  recoveryStage @23 :Text; # what the recovery waits for; empty unless recovering
+  snapshotFrom @24 :Text;  # the member a snapshot is being received from; empty when none
+  snapshotBytesReceived @25 :UInt64;
+  snapshotBytesTotal @26 :UInt64;
+  # The highest decidedSlot of any report the answering member holds (its own included) minus
+  # this member's appliedSlot, at least 0.
+  slotsBehind @27 :UInt64;
 }
 
 struct StatusInfo {

@@ -534,6 +534,7 @@ std::vector<MemberStatus> twoMembers() {
   n1.incarnation = 3;
   n1.uptimeMs = 5000;
   n1.stateDigest = 0xab;
+  n1.slotsBehind = 1;
   MemberStatus n3;
   n3.name = "n3";
   n3.address = "127.0.0.1:7103";
@@ -548,20 +549,24 @@ const std::string TWO_MEMBERS_JSON =
     R"("lagSlots":0,"reported":true,"stale":false,"reportAgeMs":0,"ballot":{"round":4,"member":2},)"
     R"("leader":"n3","decidedSlot":10,"appliedSlot":9,"revision":12,"leaseLeftMs":0,)"
     R"("dbSizeBytes":1536,"storeLimitBytes":1073741824,"commitP50Us":800,"commitP99Us":2500,)"
-    R"("incarnation":3,"uptimeMs":5000,"stateDigest":"00000000000000ab"},)"
+    R"("incarnation":3,"uptimeMs":5000,"stateDigest":"00000000000000ab","recovering":false,)"
+    R"("recoveryStage":null,"snapshotFrom":null,"snapshotBytesReceived":0,"snapshotBytesTotal":0,)"
+    R"("slotsBehind":1},)"
     R"({"name":"n3","address":"127.0.0.1:7103","role":"unknown","reachable":false,"lagSlots":5,)"
     R"("reported":false,"stale":true,"reportAgeMs":null,"ballot":null,"leader":null,)"
     R"("decidedSlot":null,"appliedSlot":null,"revision":null,"leaseLeftMs":null,)"
     R"("dbSizeBytes":null,"storeLimitBytes":null,"commitP50Us":null,"commitP99Us":null,)"
-    R"("incarnation":null,"uptimeMs":null,"stateDigest":null}])";
+    R"("incarnation":null,"uptimeMs":null,"stateDigest":null,"recovering":null,)"
+    R"("recoveryStage":null,"snapshotFrom":null,"snapshotBytesReceived":null,)"
+    R"("snapshotBytesTotal":null,"slotsBehind":null}])";
 
 const std::string TWO_MEMBERS_TABLE =
     "NAME  ROLE      BALLOT  DECIDED  APPLIED  LAG  LEASE_MS  DB_SIZE  COMMIT_P50/P99_US  "
-    "DIGEST            REPORT_AGE_MS  REACHABLE\n"
+    "DIGEST            REPORT_AGE_MS  REACHABLE  CATCH_UP\n"
     "n1    follower  4.2     10       9        0    -         1.5 KiB  800/2500           "
-    "00000000000000ab  0              yes\n"
+    "00000000000000ab  0              yes        1 slot behind\n"
     "n3    unknown   -       -        -        5    -         -        -                  "
-    "-                 none           no\n";
+    "-                 none           no         -\n";
 
 TEST_CASE("render status") {
   StatusInfo info;
@@ -620,6 +625,58 @@ TEST_CASE("render members: the table alone, every field in JSON, null when never
   CHECK(digestHex(0xfedcba9876543210ull) == "fedcba9876543210");
 }
 
+TEST_CASE("CATCH_UP: recovering, a snapshot arriving, slots behind, or nothing") {
+  MemberStatus member = twoMembers()[0];
+  CHECK(catchUpCell(member) == "1 slot behind");
+  member.slotsBehind = 0;
+  CHECK(catchUpCell(member) == "-");
+  member.slotsBehind = 4200;
+  CHECK(catchUpCell(member) == "4200 slots behind");
+  member.snapshotFrom = "n2";
+  member.snapshotBytesReceived = 3250586;  // 3.1 MiB
+  member.snapshotBytesTotal = 10485760;    // 10.0 MiB
+  CHECK(catchUpCell(member) == "snapshot 3.1/10.0 MiB from n2");
+  member.snapshotBytesReceived = 0;
+  member.snapshotBytesTotal = 900;
+  CHECK(catchUpCell(member) == "snapshot 0/900 B from n2");
+  member.snapshotBytesTotal = 0;  // before the first chunk told the size
+  member.snapshotBytesReceived = 0;
+  CHECK(catchUpCell(member) == "snapshot 0 B from n2");
+  member.recovering = true;
+  member.recoveryStage = "catching up to slot 90 before voting";
+  member.snapshotBytesReceived = 1536;
+  member.snapshotBytesTotal = 4096;
+  CHECK(catchUpCell(member) == "recovering: snapshot 1.5/4.0 KiB from n2");
+  member.snapshotFrom.clear();
+  CHECK(catchUpCell(member) == "recovering: catching up to slot 90 before voting");
+  member.recoveryStage = "tab\there";  // a peer's text is escaped in a table
+  CHECK(catchUpCell(member) == "recovering: tab\\there");
+  member.reported = false;
+  CHECK(catchUpCell(member) == "-");
+}
+
+TEST_CASE("render members: catch-up fields in JSON and the table") {
+  MemberStatus n2 = twoMembers()[0];
+  n2.name = "n2";
+  n2.recovering = true;
+  n2.recoveryStage = "waiting for answers from 2 other members (1 so far)";
+  n2.snapshotFrom = "n3";
+  n2.snapshotBytesReceived = 3250586;
+  n2.snapshotBytesTotal = 10485760;
+  n2.slotsBehind = 78;
+  StatusInfo info;
+  info.members = {n2};
+  Result<StatusInfo> result = answered(Code::OK, info);
+  std::string json = renderMembers(result, JSON).out;
+  CHECK(contains(json, R"("stateDigest":"00000000000000ab","recovering":true,)"
+                       R"x("recoveryStage":"waiting for answers from 2 other members (1 so far)",)x"
+                       R"("snapshotFrom":"n3","snapshotBytesReceived":3250586,)"
+                       R"("snapshotBytesTotal":10485760,"slotsBehind":78})"));
+  std::string table = renderMembers(result, HUMAN).out;
+  CHECK(contains(table, "REACHABLE  CATCH_UP\n"));
+  CHECK(contains(table, "  yes        recovering: snapshot 3.1/10.0 MiB from n3\n"));
+}
+
 TEST_CASE("members parses, also in the shell, and is in --help") {
   auto parsed = parseInvocation({"members"}, ParseMode::COMMAND_LINE);
   REQUIRE(parsed.ok());
@@ -628,4 +685,7 @@ TEST_CASE("members parses, also in the shell, and is in --help") {
   CHECK_FALSE(parseInvocation({"members", "extra"}, ParseMode::COMMAND_LINE).ok());
   CHECK(contains(helpText(), "  members\n"));
   CHECK(contains(helpText(), "commitP99Us"));
+  for (const char* field : {"recovering", "recoveryStage", "snapshotFrom", "snapshotBytesReceived",
+                            "snapshotBytesTotal", "slotsBehind", "CATCH_UP"})
+    CHECK(contains(helpText(), field));
 }

@@ -202,6 +202,16 @@ TEST_CASE("status info is converted field by field") {
   CHECK(self.stateDigest == 0xfedcba9876543210ull);
   CHECK(status->members[1].stale);
   CHECK(status->members[1].reportAgeMs == 4321);
+  CHECK_FALSE(self.recovering);
+  CHECK(self.snapshotFrom.empty());
+  CHECK(self.slotsBehind == 0);
+  const MemberStatus& n2 = status->members[1];
+  CHECK(n2.recovering);
+  CHECK(n2.recoveryStage == "catching up to slot 41 before voting");
+  CHECK(n2.snapshotFrom == "fake1");
+  CHECK(n2.snapshotBytesReceived == 3250586);
+  CHECK(n2.snapshotBytesTotal == 10485760);
+  CHECK(n2.slotsBehind == 41);
 }
 
 TEST_CASE("health: ready exits 0, live but not ready 1, unreachable or hung 3") {
@@ -403,6 +413,8 @@ TEST_CASE("execute: every command, human and JSON") {
   Rendered table = execute(f.client, parseLine({"members"}), false);
   CHECK(table.out.find("fedcba9876543210") != std::string::npos);
   CHECK(table.out.find("4321 (stale)") != std::string::npos);
+  CHECK(table.out.find("no         recovering: snapshot 3.1/10.0 MiB from fake1\n") !=
+        std::string::npos);
 }
 
 TEST_CASE("shell: one JSON line per command, comments and errors, one connection") {

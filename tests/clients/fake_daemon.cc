@@ -291,6 +291,12 @@ class FakeAdmin final : public rpc::Admin::Server {
     members[1].setStale(true);
     members[1].setReported(true);
     members[1].setReportAgeMs(4321);
+    members[1].setRecovering(true);
+    members[1].setRecoveryStage("catching up to slot 41 before voting");
+    members[1].setSnapshotFrom(state.member);
+    members[1].setSnapshotBytesReceived(3250586);
+    members[1].setSnapshotBytesTotal(10485760);
+    members[1].setSlotsBehind(41);
     return kj::READY_NOW;
   }
 

@@ -178,9 +178,9 @@ ctl status
 expect_rc 0 "status"
 grep -Eq '^role +leader$' "$work/out" && pass || fail "status shows role leader"
 grep -Eq '^member +n1$' "$work/out" && pass || fail "status shows member n1"
-grep -Eq '^NAME +ROLE +BALLOT +DECIDED +APPLIED +LAG +LEASE_MS +DB_SIZE +COMMIT_P50/P99_US +DIGEST +REPORT_AGE_MS +REACHABLE$' "$work/out" &&
+grep -Eq '^NAME +ROLE +BALLOT +DECIDED +APPLIED +LAG +LEASE_MS +DB_SIZE +COMMIT_P50/P99_US +DIGEST +REPORT_AGE_MS +REACHABLE +CATCH_UP$' "$work/out" &&
   pass || fail "status has a members table"
-grep -Eq "^n1 +leader +[0-9]+\.0 +[0-9]+ +[0-9]+ +0 +[0-9]+ +[0-9.]+ [KMG]?i?B +[0-9]+/[0-9]+ +[0-9a-f]{16} +0 +yes$" "$work/out" &&
+grep -Eq "^n1 +leader +[0-9]+\.0 +[0-9]+ +[0-9]+ +0 +[0-9]+ +[0-9.]+ [KMG]?i?B +[0-9]+/[0-9]+ +[0-9a-f]{16} +0 +yes +-$" "$work/out" &&
   pass || fail "status lists n1"
 ctl --json status
 expect_rc 0 "status --json"
@@ -194,6 +194,9 @@ expect_json '.ok and .member == "n1" and .role == "leader" and .leader == "n1"
   and .members[0].reportAgeMs == 0 and .members[0].leader == "n1"
   and .members[0].dbSizeBytes > 0 and .members[0].appliedSlot == .appliedSlot
   and (.members[0].stateDigest | test("^[0-9a-f]{16}$"))
+  and .members[0].recovering == false and .members[0].recoveryStage == null
+  and .members[0].snapshotFrom == null and .members[0].snapshotBytesTotal == 0
+  and .members[0].slotsBehind == 0
   and .members[0].stateDigest == .stateDigest and .leaseLeftMs > 0
   and (.commitP50Us | type) == "number" and .commitP99Us >= .commitP50Us' \
   "status JSON fields"

@@ -171,7 +171,8 @@ TEST_CASE("an unknown message type is refused") {
 }
 
 TEST_CASE("MemberReport: an unknown role is shown as unknown") {
-  MemberReport report{"leader", election::Ballot{4, 1}, 1, 9, 8, 7, 6, 5, 4, 3, 2, 1, 1, 99};
+  MemberReport report{"leader", election::Ballot{4, 1}, 1, 9, 8, 7, 6, 5, 4, 3, 2, 1, 1, 99, false,
+                      "",       std::nullopt,           0, 0};
   capnp::MallocMessageBuilder builder;
   auto root = builder.initRoot<peer::Envelope>();
   root.setVersion(PEER_PROTOCOL_VERSION);
@@ -196,6 +197,64 @@ TEST_CASE("MemberReport: an unknown role is shown as unknown") {
   CHECK(std::get<MemberReport>(std::get<PeerEnvelope>(decoded)).role == "unknown");
 }
 
+// A frame whose MemberReport says `stage`, which encodeEnvelope would cut to the bound.
+kj::Array<capnp::word> reportWithStage(const std::string& stage) {
+  MemberReport report;
+  report.role = "follower";
+  report.recovering = true;
+  auto frame = encodeEnvelope(report);
+  capnp::MallocMessageBuilder builder;
+  {
+    kj::ArrayInputStream input(frame.asBytes());
+    capnp::InputStreamMessageReader reader(input);
+    builder.setRoot(reader.getRoot<peer::Envelope>());
+  }
+  builder.getRoot<peer::Envelope>().getMemberReport().setRecoveryStage(stage);
+  return encodeRaw(builder);
+}
+
+TEST_CASE("MemberReport: a recoveryStage over 256 bytes is refused; the encoder cuts it") {
+  auto decoded = decodeWords(reportWithStage(std::string(256, 'a')));
+  REQUIRE(std::holds_alternative<PeerEnvelope>(decoded));
+  CHECK(std::get<MemberReport>(std::get<PeerEnvelope>(decoded)).recoveryStage.size() == 256);
+  auto error = errorOf(decodeWords(reportWithStage(std::string(257, 'a'))));
+  CHECK(error == "MemberReport: recoveryStage of 257 bytes, more than 256");
+
+  MemberReport report;
+  report.role = "follower";
+  report.recovering = true;
+  // 255 ASCII bytes, then a 2-byte character across the bound: cut before the character.
+  report.recoveryStage = std::string(255, 'b') + "\xc3\xa9" + "tail";
+  decoded = decodeWords(encodeEnvelope(report));
+  REQUIRE(std::holds_alternative<PeerEnvelope>(decoded));
+  CHECK(std::get<MemberReport>(std::get<PeerEnvelope>(decoded)).recoveryStage ==
+        std::string(255, 'b'));
+  report.recoveryStage = std::string(300, 'c');
+  decoded = decodeWords(encodeEnvelope(report));
+  REQUIRE(std::holds_alternative<PeerEnvelope>(decoded));
+  CHECK(std::get<MemberReport>(std::get<PeerEnvelope>(decoded)).recoveryStage ==
+        std::string(256, 'c'));
+}
+
+TEST_CASE("MemberReport from a member that does not send catch-up fields: not catching up") {
+  capnp::MallocMessageBuilder builder;
+  auto root = builder.initRoot<peer::Envelope>();
+  root.setVersion(PEER_PROTOCOL_VERSION);
+  auto report = root.initMemberReport();
+  report.setRole(peer::MemberReport::Role::FOLLOWER);
+  report.initBallot();
+  report.setDecidedSlot(7);
+  auto decoded = decodeWords(encodeRaw(builder));
+  REQUIRE(std::holds_alternative<PeerEnvelope>(decoded));
+  const auto& back = std::get<MemberReport>(std::get<PeerEnvelope>(decoded));
+  CHECK(back.decidedSlot == 7);
+  CHECK_FALSE(back.recovering);
+  CHECK(back.recoveryStage.empty());
+  CHECK_FALSE(back.snapshotFrom);
+  CHECK(back.snapshotBytesReceived == 0);
+  CHECK(back.snapshotBytesTotal == 0);
+}
+
 TEST_CASE("member indexes are checked against the member count") {
   using namespace election;
   std::vector<PeerEnvelope> bad = {
@@ -210,8 +269,12 @@ TEST_CASE("member indexes are checked against the member count") {
       ForwardRefused{{"x"}, MemberIndex{3}},
       PeerMessage(Handoff{Ballot{1, 3}, 0}),
       PeerMessage(Handoff{Ballot{1, 0}, 3}),
-      MemberReport{"leader", Ballot{1, 3}, std::nullopt, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0},
-      MemberReport{"follower", Ballot{1, 0}, MemberIndex{3}, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0},
+      MemberReport{"leader", Ballot{1, 3}, std::nullopt, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, false, "",
+                   std::nullopt, 0, 0},
+      MemberReport{"follower", Ballot{1, 0}, MemberIndex{3}, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, false,
+                   "", std::nullopt, 0, 0},
+      MemberReport{"follower", Ballot{1, 0}, std::nullopt, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, true,
+                   "x", MemberIndex{3}, 1, 2},
   };
   for (const auto& message : bad) {
     auto frame = encodeEnvelope(message);

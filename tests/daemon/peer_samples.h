@@ -166,11 +166,18 @@ inline std::vector<PeerEnvelope> sampleEnvelopes() {
   out.emplace_back(ForwardRefused{{binary(10, 'q')}, std::nullopt});
   out.emplace_back(ForwardRefused{{binary(5, 'z'), ""}, e::MemberIndex{2}});
   out.emplace_back(MemberReport{"leader", ballot, e::MemberIndex{2}, 41, 40, 1234, 1999, UINT64_MAX,
-                                1ull << 33, 850, 12000, 7, 86400000, 0x8000000000000001ull});
-  out.emplace_back(
-      MemberReport{"candidate", e::Ballot{}, std::nullopt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+                                1ull << 33, 850, 12000, 7, 86400000, 0x8000000000000001ull, false,
+                                "", std::nullopt, 0, 0});
+  out.emplace_back(MemberReport{"candidate", e::Ballot{}, std::nullopt, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                0, 0, false, "", std::nullopt, 0, 0});
   out.emplace_back(MemberReport{"follower", e::Ballot{3, 0}, e::MemberIndex{0}, 5, 5, 9, 0, 4096,
-                                1 << 20, 1, 2, 3, 4, 5});
+                                1 << 20, 1, 2, 3, 4, 5, false, "", std::nullopt, 0, 0});
+  // Catching up: recovering with the longest stage text a report may carry, and a snapshot.
+  out.emplace_back(MemberReport{"follower", e::Ballot{3, 0}, e::MemberIndex{0}, 90, 12, 11, 0, 4096,
+                                1 << 20, 1, 2, 3, 4, 5, true, std::string(256, 's'),
+                                e::MemberIndex{2}, 3250586, UINT64_MAX});
+  out.emplace_back(MemberReport{"unknown", e::Ballot{}, std::nullopt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                0, false, "", e::MemberIndex{1}, 0, 10485760});
   return out;
 }
 

@@ -53,9 +53,10 @@ struct Fixture {
   rpc::Kv::Client kv = nullptr;
   rpc::Admin::Client admin = nullptr;
 
-  Fixture(storage::MemoryStore& storeParam, Config configParam = testConfig())
+  Fixture(storage::MemoryStore& storeParam, Config configParam = testConfig(),
+          PeerOutbox* outbox = nullptr)
       : config(std::move(configParam)), store(storeParam) {
-    node = std::make_unique<Node>(config, store, io.provider->getTimer(), nullptr, 1);
+    node = std::make_unique<Node>(config, store, io.provider->getTimer(), outbox, 1);
     auto pipe = io.provider->newTwoWayPipe();
     serverEnd = kj::mv(pipe.ends[0]);
     clientEnd = kj::mv(pipe.ends[1]);
@@ -248,7 +249,8 @@ TEST_CASE("status names the member, its role and the caller's credentials") {
   CHECK(info.getCommitP99Us() >= info.getCommitP50Us());
   // The digest follows the state: another write changes it.
   f.put("b", "2");
-  auto after = f.admin.statusRequest().send().wait(f.ws()).getInfo();
+  auto afterReply = f.admin.statusRequest().send().wait(f.ws());
+  auto after = afterReply.getInfo();
   CHECK(after.getStateDigest() != info.getStateDigest());
 }
 
@@ -289,6 +291,10 @@ TEST_CASE("reports: sent to connected peers only; status shows each member's lat
   CHECK(sent.storeLimitBytes == 1000000000);
   CHECK(sent.stateDigest == node.state().stateDigest());
   CHECK(sent.incarnation == store.startState().incarnation);
+  // A fresh store: the report says this member is recovering, and why it waits.
+  CHECK(sent.recovering);
+  CHECK(sent.recoveryStage.find("waiting for answers from 2 other members") == 0);
+  CHECK_FALSE(sent.snapshotFrom);
 
   MemberReport fromN2{"candidate",
                       election::Ballot{5, 1},
@@ -303,7 +309,12 @@ TEST_CASE("reports: sent to connected peers only; status shows each member's lat
                       900,
                       4,
                       123456,
-                      0xabcdef};
+                      0xabcdef,
+                      false,
+                      "",
+                      std::nullopt,
+                      0,
+                      0};
   node.onMemberReport(1, fromN2);
   node.onMemberReport(0, fromN2);  // claims to come from this member itself: ignored
   NodeStatus status = node.status();
@@ -328,6 +339,83 @@ TEST_CASE("reports: sent to connected peers only; status shows each member's lat
   CHECK(status.members[1].report);
   CHECK(status.members[1].stale);
   CHECK(status.members[1].role == "unknown");
+}
+
+Config threeMemberConfig() {
+  return parseConfig(
+      "cluster_id: test\nnode: n1\npeers:\n  n1: 127.0.0.1:7101\n  n2: 127.0.0.1:7102\n"
+      "  n3: 127.0.0.1:7103\ndata_dir: /tmp/unused\nsocket: /tmp/unused.sock\n",
+      "test.yaml");
+}
+
+TEST_CASE("status: a member on a fresh store shows itself recovering in its own row") {
+  storage::MemoryStore store;
+  FakeOutbox outbox;
+  Fixture f(store, threeMemberConfig(), &outbox);
+  auto reply = f.admin.statusRequest().send().wait(f.ws());
+  auto info = reply.getInfo();
+  REQUIRE(info.getMembers().size() == 3);
+  auto self = info.getMembers()[0];
+  CHECK(self.getName() == "n1");
+  CHECK(self.getRecovering());
+  CHECK(std::string(self.getRecoveryStage().cStr()).find("waiting for answers") == 0);
+  CHECK(self.getSnapshotFrom() == "");
+  CHECK(self.getSnapshotBytesReceived() == 0);
+  CHECK(self.getSnapshotBytesTotal() == 0);
+  CHECK(self.getSlotsBehind() == 0);
+  // Never reported: nothing known, nothing behind.
+  CHECK_FALSE(info.getMembers()[2].getReported());
+  CHECK_FALSE(info.getMembers()[2].getRecovering());
+  CHECK(info.getMembers()[2].getSlotsBehind() == 0);
+}
+
+TEST_CASE("status: recovery committed, not recovering; slotsBehind from the highest report") {
+  storage::MemoryStore store;
+  storage::WriteBatch batch;
+  batch.recovered = true;
+  store.commit(batch);
+  store.restart();
+  FakeOutbox outbox;
+  Fixture f(store, threeMemberConfig(), &outbox);
+  MemberReport fromN2;
+  fromN2.role = "follower";
+  fromN2.decidedSlot = 40;
+  fromN2.appliedSlot = 37;
+  fromN2.recovering = true;
+  fromN2.recoveryStage = "catching up to slot 40 before voting";
+  fromN2.snapshotFrom = MemberIndex{2};
+  fromN2.snapshotBytesReceived = 3250586;
+  fromN2.snapshotBytesTotal = 10485760;
+  f.node->onMemberReport(1, fromN2);
+  auto reply = f.admin.statusRequest().send().wait(f.ws());
+  auto info = reply.getInfo();
+  REQUIRE(info.getMembers().size() == 3);
+  auto self = info.getMembers()[0];
+  CHECK_FALSE(self.getRecovering());
+  CHECK(self.getRecoveryStage() == "");
+  CHECK(self.getSnapshotFrom() == "");
+  CHECK(self.getSlotsBehind() == 40 - self.getAppliedSlot());
+  auto n2 = info.getMembers()[1];
+  CHECK(n2.getRecovering());
+  CHECK(n2.getRecoveryStage() == "catching up to slot 40 before voting");
+  CHECK(n2.getSnapshotFrom() == "n3");
+  CHECK(n2.getSnapshotBytesReceived() == 3250586);
+  CHECK(n2.getSnapshotBytesTotal() == 10485760);
+  CHECK(n2.getSlotsBehind() == 3);
+  // Once no report is ahead of it, this member is not behind.
+  fromN2.decidedSlot = 0;
+  fromN2.appliedSlot = 0;
+  f.node->onMemberReport(1, fromN2);
+  auto aheadReply = f.admin.statusRequest().send().wait(f.ws());
+  auto ahead = aheadReply.getInfo();
+  CHECK(ahead.getMembers()[0].getSlotsBehind() == 0);
+  CHECK(ahead.getMembers()[1].getSlotsBehind() == ahead.getMembers()[0].getDecidedSlot());
+  // A peer's report is not checked for consistency: applied above every decided slot is 0
+  // behind, not a wrapped-around count.
+  fromN2.appliedSlot = 50;
+  f.node->onMemberReport(1, fromN2);
+  auto inconsistentReply = f.admin.statusRequest().send().wait(f.ws());
+  CHECK(inconsistentReply.getInfo().getMembers()[1].getSlotsBehind() == 0);
 }
 
 // A disk that remembers a copy of itself after every commit: each copy is what a crash right
