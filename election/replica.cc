@@ -1075,7 +1075,9 @@ void Replica::installSnapshot(Slot slot, Nanos now) {
   // held for them are gone from the store too (the shell removed them in the same commit).
   log_.erase(log_.begin(), log_.upper_bound(slot));
   pendingLog_.erase(pendingLog_.begin(), pendingLog_.upper_bound(slot));
-  decidedSlot_ = appliedSlot_ = slot;
+  // Slots decided above the snapshot stay decided: log_ keeps their values.
+  decidedSlot_ = std::max(decidedSlot_, slot);
+  appliedSlot_ = slot;
   discardedThrough_ = slot;
   logStart_ = slot + 1;
   snapshotNeeded_.reset();
