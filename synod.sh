@@ -85,25 +85,26 @@ write_config() {
   } > "$dir/synod.yaml"
 }
 
+# The members `up` started; up_stop asks each to stop (SIGTERM: a clean stop, a leader hands off).
+UP_PIDS=()
+up_stop() {
+  trap - INT TERM
+  say "stopping"
+  for pid in "${UP_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+}
+
 # up [N]: members n1..nN (default 3) in the foreground; Ctrl-C stops them all cleanly.
 cmd_up() {
   local n=${1:-3}
   install_missing
   TARGETS="daemon/synod clients/synodctl clients/synod-bench" build build
-  local pids=()
-  stop_all() {
-    trap - INT TERM
-    say "stopping"
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait
-    exit 0
-  }
-  trap stop_all INT TERM
+  # The handler only signals; the waits below see the members out (no exit inside a trap).
+  trap up_stop INT TERM
   for k in $(seq 1 "$n"); do
     write_config "$k" "$n"
     # Each member's log lines carry its name.
     build/daemon/synod --config "var/n$k/synod.yaml" > >(sed -u "s/^/[n$k] /" >&2) 2>&1 &
-    pids+=("$!")
+    UP_PIDS+=("$!")
   done
   cat >&2 <<TXT
 ==> members n1..n$n are running on 127.0.0.1 (peer ports 7101..$((7100 + n))) — Ctrl-C stops them
@@ -113,7 +114,9 @@ cmd_up() {
       build/clients/synodctl --socket var/n$n/synod.sock get a
       build/clients/synodctl --socket var/n1/synod.sock status
 TXT
-  wait
+  wait || true  # returns early when Ctrl-C runs up_stop
+  wait || true  # until every member has stopped
+  say "stopped"
 }
 
 case "${1:-}" in
