@@ -125,7 +125,10 @@ class Daemon {
           [this](MemberIndex from, PeerEnvelope&& message) { deliver(from, std::move(message)); });
       outbox_ = std::make_unique<TransportOutbox>(*transport_);
     }
-    node_ = std::make_unique<Node>(config_, *store_, kj_->timer(), outbox_.get(), randomSeed());
+    // Group commits run on libuv's thread pool: the loop keeps receiving while the disk syncs.
+    commits_ = std::make_unique<UvCommitRunner>(&loop_);
+    node_ = std::make_unique<Node>(config_, *store_, kj_->timer(), outbox_.get(), randomSeed(),
+                                   commits_.get());
 
     int listenFd = takeListenSocket();
     api_ = std::make_unique<LocalApi>(*node_, kj_->lowLevel(), kj_->timer(), listenFd);
@@ -143,7 +146,8 @@ class Daemon {
   ~Daemon() {
     readiness_.reset();
     api_.reset();
-    node_.reset();
+    node_.reset();  // finishes a commit still in flight
+    commits_.reset();
     outbox_.reset();
     transport_.reset();
     kj_.reset();
@@ -304,7 +308,7 @@ class Daemon {
     }
     applyLiveKeys(config_, loaded);
     node_->limitsChanged();
-    store_->setStoreLimitBytes(config_.storeLimitBytes);
+    node_->whenStoreIdle([this] { store_->setStoreLimitBytes(config_.storeLimitBytes); });
   }
 
   void pollHandoff() {
@@ -352,6 +356,7 @@ class Daemon {
   std::unique_ptr<UvKjLoop> kj_;
   std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<TransportOutbox> outbox_;
+  std::unique_ptr<UvCommitRunner> commits_;
   std::unique_ptr<Node> node_;
   std::unique_ptr<LocalApi> api_;
   std::unique_ptr<ReadinessWatch> readiness_;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "daemon/logging.h"
 
@@ -35,7 +36,7 @@ Nanos bootTimeNow() {
 }
 
 Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOutbox* outbox,
-           uint64_t seed)
+           uint64_t seed, CommitRunner* commits)
     : config_(config),
       store_(store),
       timer_(timer),
@@ -43,6 +44,8 @@ Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOu
       prng_(seed),
       self_(static_cast<MemberIndex>(config.nodeIndex())),
       incarnation_(store.startState().incarnation),
+      commits_(commits != nullptr ? commits : &inlineCommits_),
+      usedBytes_(store.usedBytes()),
       tasks_(*this) {
   KJ_REQUIRE(outbox_ != nullptr || config.peers.size() == 1,
              "a group of several members needs a peer transport");
@@ -57,7 +60,9 @@ Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOu
   onTick();
 }
 
-Node::~Node() {}
+Node::~Node() {
+  if (commitInFlight_) commits_->finish();
+}
 
 election::Options Node::coreOptions(uint64_t memberCount) const {
   election::Options options;
@@ -159,7 +164,7 @@ std::optional<Refusal> Node::checkSpace(size_t requestBytes) const {
   // already decided: a decided slot must never fail to apply.
   uint64_t limit = config_.storeLimitBytes;
   uint64_t reserve = limit / 16;
-  uint64_t used = store_.usedBytes();
+  uint64_t used = usedBytes();
   if (used + 2 * requestBytes + reserve <= limit) return std::nullopt;
   return Refusal{StatusCode::NO_SPACE, kj::str("store holds ", used, " of its ", limit,
                                                " byte limit (store_limit_bytes, less a ", reserve,
@@ -339,7 +344,7 @@ bool Node::takeReady() {
 }
 
 void Node::persist() {
-  persistScheduled_ = false;
+  KJ_ASSERT(!commitInFlight_, "a group commit while one is in flight");
   storage::WriteBatch batch;
   if (ready_) {
     batch.promised = ready_->promised;
@@ -359,16 +364,64 @@ void Node::persist() {
     batch.dropLogThrough = std::min(*ready_->discardLogThrough, materialized);
   }
   batch.recovered = recoveredPending_;
-  if (!batch.empty()) {
-    Nanos started = bootTimeNow();
-    store_.commit(batch);
-    recordCommit(bootTimeNow() - started);
-  }
-  materializedSlot_ = materialized;
   recoveredPending_ = false;
+  if (batch.empty()) {
+    finishPersist(materialized, std::move(batch.accepted));
+    return;
+  }
+  // The commit may run on another thread: it gets the batch and the store, nothing else. Until
+  // it is done persistScheduled_ stays set, so no other Ready is taken (one outstanding at most).
+  struct Commit {
+    storage::WriteBatch batch;
+    Nanos took = 0;
+    uint64_t usedBytes = 0;
+  };
+  auto commit = std::make_shared<Commit>();
+  commit->batch = std::move(batch);
+  commitInFlight_ = true;
+  CommitRunner& runner = commitInline_ ? inlineCommits_ : *commits_;
+  runner.run(
+      [this, commit] {
+        Nanos started = bootTimeNow();
+        store_.commit(commit->batch);
+        commit->took = bootTimeNow() - started;
+        commit->usedBytes = store_.usedBytes();
+      },
+      [this, commit, materialized](std::exception_ptr error) {
+        commitInFlight_ = false;
+        if (error) {
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            logError("fatal: group commit failed: ", e.what(),
+                     "; stopping so that restart and peers recover");
+          } catch (...) {
+            logError("fatal: group commit failed; stopping so that restart and peers recover");
+          }
+          std::abort();
+        }
+        recordCommit(commit->took);
+        usedBytes_ = commit->usedBytes;
+        finishPersist(materialized, std::move(commit->batch.accepted));
+      });
+}
+
+void Node::whenStoreIdle(std::function<void()> fn) {
+  if (!commitInFlight_) {
+    fn();
+  } else {
+    whenStoreIdle_.push_back(std::move(fn));
+  }
+}
+
+void Node::finishPersist(Slot materialized, std::vector<LogEntry> accepted) {
+  for (auto& fn : std::exchange(whenStoreIdle_, {}))
+    fn();
+  persistScheduled_ = false;
+  materializedSlot_ = materialized;
   if (ready_) {
     sendAll(ready_->sendAfterPersist);
-    ready_->accepted = std::move(batch.accepted);
+    ready_->accepted = std::move(accepted);
     core_->advance(*ready_);
     ready_.reset();
   }
@@ -457,6 +510,9 @@ void Node::limitsChanged() {
 void Node::drain() {
   draining_ = true;
   ticking_ = nullptr;  // no more timers: the loop may end
+  // Everything from here on is committed on this thread, before drain() returns.
+  if (commitInFlight_) commits_->finish();
+  commitInline_ = true;
   if (persistScheduled_) persist();
   while (takeReady())
     persist();
@@ -480,7 +536,7 @@ NodeStatus Node::status() const {
   status.appliedSlot = state_.appliedSlot();
   status.revision = state_.revision();
   status.incarnation = incarnation_;
-  status.dbSizeBytes = store_.usedBytes();
+  status.dbSizeBytes = usedBytes();
   status.uptimeMs = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - startedAt_)
                         .count();

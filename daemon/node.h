@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/commit_runner.h"
 #include "daemon/config.h"
 #include "daemon/member_report.h"
 #include "daemon/peer_codec.h"
@@ -131,8 +132,9 @@ struct NodeStatus {
 
 class Node : private kj::TaskSet::ErrorHandler {
  public:
+  // `commits` runs group commits (a worker thread in the daemon); nullptr = on the calling thread.
   Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOutbox* outbox,
-       uint64_t seed);
+       uint64_t seed, CommitRunner* commits = nullptr);
   ~Node();
 
   // Proposes the command in `message` (a records::Command whose operation is set; the id is filled
@@ -170,6 +172,9 @@ class Node : private kj::TaskSet::ErrorHandler {
   // after `timeoutMs`. Polls; never blocks the loop.
   kj::Promise<std::optional<MemberIndex>> otherLeader(uint32_t timeoutMs);
   NodeStatus status() const;
+  // Runs `fn` (which may use the store) at once if no group commit is in flight, else right after
+  // it: the store is the commit thread's while a commit runs.
+  void whenStoreIdle(std::function<void()> fn);
   CatchUpStatus catchUpStatus() const;
   // The live limits in the Config this Node borrows were changed (SIGHUP, applyLiveKeys): take
   // them from the next request on. Requests already accepted are not checked again.
@@ -250,6 +255,10 @@ class Node : private kj::TaskSet::ErrorHandler {
   void scheduleFlush();
   bool takeReady();
   void persist();
+  // After the commit of persist() is durable: send the votes, advance the core, go on.
+  void finishPersist(Slot materialized, std::vector<LogEntry> accepted);
+  // Store bytes in use as of the last commit (store_ itself is the commit thread's meanwhile).
+  uint64_t usedBytes() const { return usedBytes_; }
   void handleReady(election::Ready& ready);
   void applyEntries(const std::vector<LogEntry>& entries);
   void sendAll(std::vector<election::OutgoingMessage>& messages);
@@ -289,6 +298,12 @@ class Node : private kj::TaskSet::ErrorHandler {
   std::chrono::steady_clock::time_point startedAt_ = std::chrono::steady_clock::now();
   std::map<uint64_t, PendingWrite> pending_;
   std::map<election::ReadId, PendingRead> reads_;
+  InlineCommitRunner inlineCommits_;
+  CommitRunner* commits_;
+  bool commitInFlight_ = false;  // store_ belongs to the commit runner until it is done
+  bool commitInline_ = false;    // draining: commits run on this thread
+  uint64_t usedBytes_ = 0;
+  std::vector<std::function<void()>> whenStoreIdle_;
   std::optional<IncomingSnapshot> incoming_;
   Nanos snapshotRetryAt_ = 0;
   std::map<uint64_t, OutgoingSnapshot> outgoing_;  // by request id

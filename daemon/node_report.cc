@@ -43,7 +43,7 @@ MemberReport Node::selfReport(Nanos now) const {
     report.leaseLeftMs = static_cast<uint64_t>(std::max<Nanos>(0, core_->leaseHeldUntil() - now) /
                                                election::NANOS_PER_MS);
   }
-  report.dbSizeBytes = store_.usedBytes();
+  report.dbSizeBytes = usedBytes();
   report.storeLimitBytes = config_.storeLimitBytes;
   std::vector<uint64_t> samples = commitMicros_;
   report.commitP50Us = percentile(samples, 50);

@@ -74,7 +74,7 @@ void Node::onSnapshotChunk(MemberIndex from, SnapshotChunk&& chunk) {
 
 void Node::maybeInstallSnapshot() {
   // The core takes a snapshot only between Readys; the pending persist calls this again.
-  if (!incoming_ || !incoming_->assembler.complete() || ready_) return;
+  if (!incoming_ || !incoming_->assembler.complete() || ready_ || commitInFlight_) return;
   IncomingSnapshot incoming = std::move(*incoming_);
   incoming_.reset();
   const Slot slot = incoming.assembler.slot();
