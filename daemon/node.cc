@@ -330,6 +330,7 @@ void Node::scheduleFlush() {
 }
 
 bool Node::takeReady() {
+  readyTakenAt_ = bootTimeNow();
   if (core_->hasReady()) {
     ready_ = core_->ready();
     handleReady(*ready_);
@@ -362,7 +363,11 @@ void Node::persist() {
   if (!batch.empty()) {
     Nanos started = bootTimeNow();
     store_.commit(batch);
-    recordCommit(bootTimeNow() - started);
+    Nanos finished = bootTimeNow();
+    recordCommit(finished - started);
+    counters_.fsyncSeconds.observe(double(finished - started) / 1e9);
+    counters_.groupCommitSeconds.observe(double(finished - readyTakenAt_) / 1e9);
+    ++counters_.commits;
   }
   materializedSlot_ = materialized;
   recoveredPending_ = false;
@@ -420,6 +425,7 @@ void Node::applyEntries(const std::vector<LogEntry>& entries) {
   for (const auto& entry : entries) {
     applied.clear();
     state_.apply(entry.slot, entry.value, applied);
+    counters_.slotCommands.observe(double(applied.size()));
     for (auto& command : applied) {
       if (command.id.member != self_ || command.id.incarnation != incarnation_) continue;
       auto it = pending_.find(command.id.sequence);
