@@ -111,8 +111,14 @@ std::string escapeHelp(std::string_view help) {
 std::string formatMetricValue(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
-  char buffer[64];
-  auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  char buffer[128];
+  // Plain decimals where they stay short ("0.0005", not "5e-04"): bucket bounds read as people
+  // write them, and le="..." labels stay the same text across versions of this code.
+  double magnitude = std::fabs(value);
+  bool plain = value == 0 || (magnitude >= 1e-9 && magnitude < 1e21);
+  auto result =
+      plain ? std::to_chars(buffer, buffer + sizeof(buffer), value, std::chars_format::fixed)
+            : std::to_chars(buffer, buffer + sizeof(buffer), value);
   KJ_ASSERT(result.ec == std::errc());
   return std::string(buffer, result.ptr);
 }

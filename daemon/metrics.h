@@ -85,7 +85,8 @@ class MetricsText {
 std::string escapeLabelValue(std::string_view value);
 // "\\" and "\n" in HELP text.
 std::string escapeHelp(std::string_view help);
-// The shortest text that reads back as `value`; "+Inf", "-Inf", "NaN".
+// The shortest text that reads back as `value`, in plain decimal notation unless that would be
+// very long; "+Inf", "-Inf", "NaN".
 std::string formatMetricValue(double value);
 
 }  // namespace synod::daemon
