@@ -3,10 +3,11 @@
 // metric.
 //
 // The endpoint answers GET (and HEAD) /metrics with text/plain; version=0.0.4, 405 for another
-// method on /metrics, 404 for any other path, 400 for a request that does not parse, 431 for
-// request headers over kj-http's bound (128 KiB). Request bodies are never read. At most
-// MAX_CONNECTIONS connections are served at once; further ones are closed at accept. A
-// connection that does not send a complete request within REQUEST_TIMEOUT is closed.
+// method on /metrics, 404 for any other path, 400 for a request that does not parse; request
+// headers over kj-http's bound (128 KiB) close the connection unanswered. Request bodies are never
+// read. At most MAX_CONNECTIONS connections are served at once; further ones are closed at accept.
+// A connection that does not send a complete request within REQUEST_TIMEOUT_MS is closed. Bad
+// requests are not logged: they concern nobody but their client.
 #pragma once
 
 #include <kj/async-io.h>
