@@ -82,6 +82,7 @@ write_config() {
     for i in $(seq 1 "$n"); do echo "  n$i: 127.0.0.1:$((7100 + i))"; done
     echo "data_dir: $dir/data"
     echo "socket: $dir/synod.sock"
+    echo "metrics_listen: 127.0.0.1:$((9100 + k))"
   } > "$dir/synod.yaml"
 }
 
@@ -109,6 +110,7 @@ cmd_up() {
   cat >&2 <<TXT
 ==> members n1..n$n are running on 127.0.0.1 (peer ports 7101..$((7100 + n))) — Ctrl-C stops them
     member nK: data var/nK/data, socket var/nK/synod.sock, config var/nK/synod.yaml
+    metrics: $(for k in $(seq 1 "$n"); do printf 'http://127.0.0.1:%s/metrics ' $((9100 + k)); done)
     try, from another shell:
       build/clients/synodctl --socket var/n1/synod.sock put a 1
       build/clients/synodctl --socket var/n$n/synod.sock get a

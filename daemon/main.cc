@@ -20,6 +20,7 @@
 #include "daemon/config.h"
 #include "daemon/local_api.h"
 #include "daemon/logging.h"
+#include "daemon/metrics_server.h"
 #include "daemon/node.h"
 #include "daemon/peer_transport.h"
 #include "daemon/readiness.h"
@@ -132,6 +133,7 @@ class Daemon {
 
     int listenFd = takeListenSocket();
     api_ = std::make_unique<LocalApi>(*node_, kj_->lowLevel(), kj_->timer(), listenFd);
+    startMetrics();
 
     startSignals();
     startWatchdog();
@@ -145,6 +147,7 @@ class Daemon {
 
   ~Daemon() {
     readiness_.reset();
+    metrics_.reset();
     api_.reset();
     node_.reset();  // finishes a commit still in flight
     commits_.reset();
@@ -200,6 +203,17 @@ class Daemon {
       boundInode_ = bound.st_ino;
     }
     return fd;
+  }
+
+  // The Prometheus endpoint, when metrics_listen is set. An address that cannot be bound stops
+  // the start like the local socket does (SocketError, exit 1).
+  void startMetrics() {
+    if (!config_.metricsListen) return;
+    metrics_ = std::make_unique<MetricsServer>(*kj_, *config_.metricsListen, [this]() {
+      return renderMemberMetrics(collectMemberMetrics(*node_, transport_.get()));
+    });
+    PeerAddress bound{config_.metricsListen->host, metrics_->port()};
+    logNotice("metrics on http://", bound.toString().c_str(), "/metrics");
   }
 
   // READY=1 only once a linearizable read succeeds here (daemon/readiness.h); until then STATUS=
@@ -339,6 +353,7 @@ class Daemon {
 
   void finishStop() {
     api_->closeAll();
+    if (metrics_) metrics_->close();
     if (transport_) transport_->close();
     for (auto& handle : signals_) {
       uv_close(reinterpret_cast<uv_handle_t*>(handle.get()), nullptr);
@@ -359,6 +374,7 @@ class Daemon {
   std::unique_ptr<UvCommitRunner> commits_;
   std::unique_ptr<Node> node_;
   std::unique_ptr<LocalApi> api_;
+  std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<ReadinessWatch> readiness_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   std::unique_ptr<uv_timer_t> watchdog_;

@@ -335,6 +335,7 @@ void Node::scheduleFlush() {
 }
 
 bool Node::takeReady() {
+  readyTakenAt_ = bootTimeNow();
   if (core_->hasReady()) {
     ready_ = core_->ready();
     handleReady(*ready_);
@@ -374,6 +375,7 @@ void Node::persist() {
   struct Commit {
     storage::WriteBatch batch;
     Nanos took = 0;
+    Nanos finishedAt = 0;
     uint64_t usedBytes = 0;
   };
   auto commit = std::make_shared<Commit>();
@@ -384,7 +386,8 @@ void Node::persist() {
       [this, commit] {
         Nanos started = bootTimeNow();
         store_.commit(commit->batch);
-        commit->took = bootTimeNow() - started;
+        commit->finishedAt = bootTimeNow();
+        commit->took = commit->finishedAt - started;
         commit->usedBytes = store_.usedBytes();
       },
       [this, commit, materialized](std::exception_ptr error) {
@@ -401,6 +404,10 @@ void Node::persist() {
           std::abort();
         }
         recordCommit(commit->took);
+        counters_.fsyncSeconds.observe(static_cast<double>(commit->took) / 1e9);
+        counters_.groupCommitSeconds.observe(
+            static_cast<double>(commit->finishedAt - readyTakenAt_) / 1e9);
+        ++counters_.commits;
         usedBytes_ = commit->usedBytes;
         finishPersist(materialized, std::move(commit->batch.accepted));
       });
@@ -473,6 +480,7 @@ void Node::applyEntries(const std::vector<LogEntry>& entries) {
   for (const auto& entry : entries) {
     applied.clear();
     state_.apply(entry.slot, entry.value, applied);
+    counters_.slotCommands.observe(double(applied.size()));
     for (auto& command : applied) {
       if (command.id.member != self_ || command.id.incarnation != incarnation_) continue;
       auto it = pending_.find(command.id.sequence);

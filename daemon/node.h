@@ -30,6 +30,7 @@
 #include "daemon/commit_runner.h"
 #include "daemon/config.h"
 #include "daemon/member_report.h"
+#include "daemon/metrics.h"
 #include "daemon/peer_codec.h"
 #include "election/prng.h"
 #include "election/replica.h"
@@ -109,6 +110,18 @@ struct MemberInfo {
   uint64_t slotsBehind = 0;
 };
 
+// What the metrics endpoint exports beyond NodeStatus (daemon/metrics_server.h); since start.
+struct NodeCounters {
+  // From taking the core's Ready (or the applied changes) to the end of the store commit that
+  // persists it: what a vote waits for.
+  Histogram groupCommitSeconds{latencyBucketsSeconds()};
+  // Store::commit alone: LMDB's write transaction, ending with its fsyncs.
+  Histogram fsyncSeconds{latencyBucketsSeconds()};
+  // Commands in each slot this member applied (0 for a no-op slot).
+  Histogram slotCommands{slotCommandBuckets()};
+  uint64_t commits = 0;  // group commits written to the store
+};
+
 struct NodeStatus {
   std::string member;
   std::string role;
@@ -176,6 +189,9 @@ class Node : private kj::TaskSet::ErrorHandler {
   // it: the store is the commit thread's while a commit runs.
   void whenStoreIdle(std::function<void()> fn);
   CatchUpStatus catchUpStatus() const;
+  const NodeCounters& counters() const { return counters_; }
+  size_t pendingWrites() const { return pending_.size(); }
+  size_t pendingReads() const { return reads_.size(); }
   // The live limits in the Config this Node borrows were changed (SIGHUP, applyLiveKeys): take
   // them from the next request on. Requests already accepted are not checked again.
   void limitsChanged();
@@ -323,6 +339,8 @@ class Node : private kj::TaskSet::ErrorHandler {
   // Durations of the last COMMIT_SAMPLES group commits, a ring written at nextCommitSample_.
   std::vector<uint64_t> commitMicros_;
   size_t nextCommitSample_ = 0;
+  Nanos readyTakenAt_ = 0;  // when the group commit persist() will write began
+  NodeCounters counters_;
   kj::Promise<void> ticking_ = nullptr;
   kj::TaskSet tasks_;
 };
