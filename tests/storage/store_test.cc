@@ -49,6 +49,21 @@ std::vector<std::pair<MemberIndex, std::string>> allSessions(Store& store) {
   return out;
 }
 
+std::vector<std::pair<uint64_t, std::string>> allLeases(Store& store) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  store.forEachLease(
+      [&](uint64_t id, std::string_view encoded) { out.emplace_back(id, std::string(encoded)); });
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> allLocks(Store& store) {
+  std::vector<std::pair<std::string, std::string>> out;
+  store.forEachLock([&](std::string_view name, std::string_view encoded) {
+    out.emplace_back(std::string(name), std::string(encoded));
+  });
+  return out;
+}
+
 std::vector<LogEntry> logFrom(Store& store, Slot from) {
   std::vector<LogEntry> out;
   store.forEachLogEntry(from, [&](LogEntry&& entry) { out.push_back(std::move(entry)); });
@@ -165,6 +180,35 @@ TEST_CASE_TEMPLATE("Store: everything committed survives a restart", H, LmdbHarn
   }
 }
 
+TEST_CASE_TEMPLATE("Store: leases and locks survive a restart; later batches replace and delete", H,
+                   LmdbHarness, MemoryHarness) {
+  H harness;
+  const uint64_t big = 0xfedc'ba98'7654'3210ull;  // ids sort numerically, not by their low byte
+  WriteBatch batch;
+  batch.leases[big] = std::string("lease big");
+  batch.leases[0x100] = BINARY_VALUE;
+  batch.leases[2] = std::string("lease 2");
+  batch.locks["job"] = std::string("lock job");
+  batch.locks[BINARY_KEY] = BINARY_VALUE;
+  batch.locks["\xff last"] = std::string("lock ff");
+  harness.get().commit(batch);
+
+  WriteBatch second;
+  second.leases[2] = std::nullopt;
+  second.leases[0x100] = std::string("renewed");
+  second.leases[77] = std::nullopt;  // never existed
+  second.locks["job"] = std::nullopt;
+  second.locks[BINARY_KEY] = std::string("passed on");
+  harness.get().commit(second);
+
+  harness.reopen();
+  Store& store = harness.get();
+  CHECK(allLeases(store) ==
+        std::vector<std::pair<uint64_t, std::string>>{{0x100, "renewed"}, {big, "lease big"}});
+  CHECK(allLocks(store) == std::vector<std::pair<std::string, std::string>>{
+                               {BINARY_KEY, "passed on"}, {"\xff last", "lock ff"}});
+}
+
 TEST_CASE_TEMPLATE("Store: the incarnation grows with every start and is never reused", H,
                    LmdbHarness, MemoryHarness) {
   H harness;
@@ -205,6 +249,9 @@ TEST_CASE_TEMPLATE("Store: replaceState swaps the whole map and sessions in one 
   before.putKey("b", KeyRecord{"2", 2, 2, 1, 0});
   before.sessions[1] = std::string("session-1");
   before.sessions[2] = std::string("session-2");
+  before.leases[5] = std::string("lease-5");
+  before.leases[6] = std::string("lease-6");
+  before.locks["l1"] = std::string("lock-1");
   before.accepted.push_back(entry(1, {1, 0}, {"x"}));
   before.accepted.push_back(entry(2, {1, 0}, {"y"}));
   before.accepted.push_back(entry(9, {1, 0}, {"z"}));
@@ -215,6 +262,8 @@ TEST_CASE_TEMPLATE("Store: replaceState swaps the whole map and sessions in one 
   snapshot.replaceState = true;
   snapshot.putKey("c", KeyRecord{"3", 7, 7, 1, 0});
   snapshot.sessions[2] = std::string("session-2-new");
+  snapshot.leases[6] = std::string("lease-6-new");
+  snapshot.locks["l2"] = std::string("lock-2");
   snapshot.applied = std::make_pair(Slot{8}, uint64_t{7});
   snapshot.dropLogThrough = 8;
   store.commit(snapshot);
@@ -226,6 +275,10 @@ TEST_CASE_TEMPLATE("Store: replaceState swaps the whole map and sessions in one 
   auto sessions = allSessions(after);
   REQUIRE(sessions.size() == 1);
   CHECK(sessions[0] == std::make_pair(MemberIndex{2}, std::string("session-2-new")));
+  CHECK(allLeases(after) ==
+        std::vector<std::pair<uint64_t, std::string>>{{6, std::string("lease-6-new")}});
+  CHECK(allLocks(after) ==
+        std::vector<std::pair<std::string, std::string>>{{"l2", std::string("lock-2")}});
   CHECK(after.startState().appliedSlot == 8);
   CHECK(after.startState().revision == 7);
   CHECK(slotsFrom(after, 0) == std::vector<Slot>{9});  // the vote above the snapshot stays
@@ -256,6 +309,8 @@ TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, Mem
   bad.putKey("aaa-valid-and-first", {"v", 2, 2, 1, 0});
   bad.deleteKey("kept");
   bad.sessions[1] = std::string("s");
+  bad.leases[3] = std::string("lease");
+  bad.locks["aaa"] = std::string("lock");
 
   std::string expected;
   SUBCASE("empty key") {
@@ -269,6 +324,18 @@ TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, Mem
   SUBCASE("deleting an over-long key") {
     bad.deleteKey("zzz" + std::string(MAX_KEY_BYTES, 'k'));
     expected = "longer than the limit of 511 bytes";
+  }
+  SUBCASE("empty lock name") {
+    bad.locks[""] = std::string("l");
+    expected = "empty lock name";
+  }
+  SUBCASE("lock name longer than LMDB allows") {
+    bad.locks[std::string(MAX_KEY_BYTES + 1, 'n')] = std::nullopt;
+    expected = "lock name of 512 bytes";
+  }
+  SUBCASE("lease id 0") {
+    bad.leases[0] = std::string("l");
+    expected = "lease id 0";
   }
   SUBCASE("log slot 0") {
     bad.accepted.push_back(entry(0, {9, 9}, {"x"}));
@@ -288,6 +355,8 @@ TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, Mem
   CHECK(allKeys(store) ==
         std::vector<std::pair<std::string, KeyRecord>>{{"kept", {"v", 1, 1, 1, 0}}});
   CHECK(allSessions(store).empty());
+  CHECK(allLeases(store).empty());
+  CHECK(allLocks(store).empty());
   CHECK(logFrom(store, 0).empty());
 
   // The longest allowed key is fine.
