@@ -129,6 +129,9 @@ class StateMachine {
   void restoreLease(std::string_view encoded);
   void restoreLock(std::string_view encoded);
   void restoreApplied(Slot appliedSlot, uint64_t revision);
+  // After a restore: what is inconsistent between keys, leases and locks (a key or lock naming a
+  // lease that does not exist), or nullopt.
+  std::optional<std::string> checkLeaseReferences() const;
 
   // Applies the decided value of `slot`, which must be appliedSlot() + 1. Appends one
   // AppliedCommand per command that carries a readable CommandId. A command that fails to decode

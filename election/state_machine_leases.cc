@@ -275,6 +275,27 @@ CommandOutcome StateMachine::endLease(uint64_t id, bool expired) {
 
 // --- reads -----------------------------------------------------------------------------------
 
+std::optional<std::string> StateMachine::checkLeaseReferences() const {
+  for (const auto& [key, record] : keys_) {
+    if (record.lease != 0 && leases_.lease(record.lease) == nullptr) {
+      return "key \"" + key + "\" is attached to " + leaseName(record.lease) +
+             ", which does not exist";
+    }
+  }
+  std::optional<std::string> bad;
+  leases_.forEachLock([&](std::string_view name, const Lock& lock) {
+    auto check = [&](const LockOwner& owner) {
+      if (!bad && leases_.lease(owner.lease) == nullptr) {
+        bad = lockName(name) + " names " + leaseName(owner.lease) + ", which does not exist";
+      }
+    };
+    if (lock.holder) check(*lock.holder);
+    for (const auto& waiter : lock.waiters)
+      check(waiter);
+  });
+  return bad;
+}
+
 std::optional<LockHolderInfo> StateMachine::holder(std::string_view name) const {
   const Lock* lock = leases_.lock(name);
   if (lock == nullptr || !lock->holder) return std::nullopt;
