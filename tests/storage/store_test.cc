@@ -7,6 +7,7 @@
 
 #include "storage/lmdb_store.h"
 #include "storage/memory_store.h"
+#include "tests/election/lease_commands.h"
 #include "tests/storage/temp_dir.h"
 
 namespace synod::storage {
@@ -207,6 +208,72 @@ TEST_CASE_TEMPLATE("Store: leases and locks survive a restart; later batches rep
         std::vector<std::pair<uint64_t, std::string>>{{0x100, "renewed"}, {big, "lease big"}});
   CHECK(allLocks(store) == std::vector<std::pair<std::string, std::string>>{
                                {BINARY_KEY, "passed on"}, {"\xff last", "lock ff"}});
+}
+
+// What a member does with the state machine's changes at each group commit, and at start-up.
+void persist(election::StateMachine& sm, Store& store) {
+  election::StateChanges changes = sm.takeChanges();
+  WriteBatch batch;
+  batch.keys = std::move(changes.keys);
+  batch.sessions = std::move(changes.sessions);
+  batch.leases = std::move(changes.leases);
+  batch.locks = std::move(changes.locks);
+  batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
+  store.commit(batch);
+}
+
+election::StateMachine restore(Store& store) {
+  election::StateMachine sm;
+  store.forEachKey([&](std::string_view key, KeyRecord&& record) {
+    sm.restoreKey(std::string(key), std::move(record));
+  });
+  store.forEachSession(
+      [&](MemberIndex member, std::string_view encoded) { sm.restoreSession(member, encoded); });
+  store.forEachLease([&](uint64_t, std::string_view encoded) { sm.restoreLease(encoded); });
+  store.forEachLock([&](std::string_view, std::string_view encoded) { sm.restoreLock(encoded); });
+  sm.restoreApplied(store.startState().appliedSlot, store.startState().revision);
+  return sm;
+}
+
+TEST_CASE_TEMPLATE("Store: a state machine's leases and locks are restored at start-up", H,
+                   LmdbHarness, MemoryHarness) {
+  using election::makeLeaseId;
+  H harness;
+  election::testing::LeaseHarness h;
+  const uint64_t a = makeLeaseId(0, 1), b = makeLeaseId(1, 1), c = makeLeaseId(2, 1);
+  for (uint64_t id : {a, b, c})
+    h.ok(h.c.grant(id, 4000));
+  h.ok(h.c.put("svc/a", "1", a));
+  h.ok(h.c.lock("x", a, "va"));
+  h.ok(h.c.lock("x", b, "vb"));
+  persist(h.sm, harness.get());
+  h.ok(h.c.lock("x", c, "vc"));
+  h.ok(h.c.renew({{b, 1}}));
+  h.ok(h.c.checkpoint({{c, 1, 1500}}));
+  persist(h.sm, harness.get());
+
+  harness.reopen();
+  election::testing::LeaseHarness twin;
+  twin.sm = restore(harness.get());
+  CHECK_FALSE(twin.sm.checkLeaseReferences());
+  CHECK(twin.sm.stateDigest() == h.sm.stateDigest());
+  CHECK(*twin.sm.lease(b) == *h.sm.lease(b));
+  CHECK(twin.sm.lease(c)->remainingMs == 1500);
+  CHECK(twin.sm.holder("x")->lease == a);
+
+  // Both end lease a alike; its deletion reaches the store.
+  const std::string revoke = h.c.revoke(a);
+  auto original = h.one(revoke);
+  auto restored = twin.one(revoke);
+  CHECK(restored.events == original.events);
+  CHECK(twin.sm.stateDigest() == h.sm.stateDigest());
+  persist(twin.sm, harness.get());
+  harness.reopen();
+  election::StateMachine again = restore(harness.get());
+  CHECK(again.lease(a) == nullptr);
+  CHECK(again.get("svc/a") == nullptr);
+  CHECK(again.holder("x")->lease == b);
+  CHECK(again.stateDigest() == h.sm.stateDigest());
 }
 
 TEST_CASE_TEMPLATE("Store: the incarnation grows with every start and is never reused", H,
