@@ -24,7 +24,8 @@
 namespace synod::election {
 
 // A lease id is (member << LEASE_ID_MEMBER_SHIFT) | counter: the member that granted it picks it,
-// so ids from different members never collide; counter is nonzero.
+// so ids from different members never collide. Counters are nonzero and each grant's must exceed
+// every earlier grant's of that member (StateMachine::leaseCounter): ids are never reused.
 constexpr unsigned LEASE_ID_MEMBER_SHIFT = 48;
 constexpr uint64_t LEASE_ID_COUNTER_MASK = (uint64_t{1} << LEASE_ID_MEMBER_SHIFT) - 1;
 

@@ -356,6 +356,7 @@ void StateMachine::restoreSession(MemberIndex member, std::string_view encoded) 
         restored.appliedAbove.insert(sequence);
       session.incarnations.push_back(std::move(restored));
     }
+    session.leaseCounter = reader.getLeaseCounter();
   } catch (const kj::Exception& e) {
     throw std::runtime_error("session of member " + std::to_string(member) +
                              " does not decode: " + std::string(e.getDescription().cStr()));
@@ -666,6 +667,7 @@ void StateMachine::recordSession(const CommandId& id) {
 std::string StateMachine::encodeSession(const Session& session) const {
   capnp::MallocMessageBuilder message;
   auto root = message.initRoot<records::Session>();
+  root.setLeaseCounter(session.leaseCounter);
   auto list = root.initIncarnations(session.incarnations.size());
   for (size_t i = 0; i < session.incarnations.size(); ++i) {
     const auto& inc = session.incarnations[i];

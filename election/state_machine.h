@@ -150,6 +150,8 @@ class StateMachine {
   // --- Leases and locks ---
   const Lease* lease(uint64_t id) const { return leases_.lease(id); }
   const LeaseTable& leases() const { return leases_; }
+  // The highest lease id counter granted for `member` so far: its next grant must use a larger one.
+  uint64_t leaseCounter(MemberIndex member) const;
   // The current holder of lock `name`, with its lease's holder.
   std::optional<LockHolderInfo> holder(std::string_view name) const;
   // Whether `fence` is the fence of the current holder of lock `name` (never for fence 0).
@@ -206,6 +208,7 @@ class StateMachine {
   };
   struct Session {
     std::vector<IncarnationSession> incarnations;  // ascending by incarnation
+    uint64_t leaseCounter = 0;                     // records::Session.leaseCounter
   };
   enum class Seen { NEW, APPLIED, EXPIRED };
 

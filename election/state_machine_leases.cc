@@ -45,6 +45,17 @@ CommandOutcome StateMachine::applyLeaseGrant(records::LeaseGrant::Reader op) {
     return refuse(StatusCode::INVALID_ARGUMENT, leaseName(op.getId()) + " already exists",
                   revision_);
   }
+  const MemberIndex member = leaseIdMember(op.getId());
+  const uint64_t counter = op.getId() & LEASE_ID_COUNTER_MASK;
+  if (counter <= leaseCounter(member)) {
+    return refuse(StatusCode::INVALID_ARGUMENT,
+                  leaseName(op.getId()) + ": counter " + std::to_string(counter) +
+                      " is not above member " + std::to_string(member) + "'s last granted " +
+                      std::to_string(leaseCounter(member)) + " (lease ids are never reused)",
+                  revision_);
+  }
+  sessions_[member].leaseCounter = counter;
+  dirtySessions_.insert(member);
   Lease lease;
   lease.id = op.getId();
   lease.ttlMs = op.getTtlMs();
@@ -294,6 +305,11 @@ std::optional<std::string> StateMachine::checkLeaseReferences() const {
       check(waiter);
   });
   return bad;
+}
+
+uint64_t StateMachine::leaseCounter(MemberIndex member) const {
+  auto it = sessions_.find(member);
+  return it == sessions_.end() ? 0 : it->second.leaseCounter;
 }
 
 std::optional<LockHolderInfo> StateMachine::holder(std::string_view name) const {

@@ -46,9 +46,9 @@ struct LeaseHolder {
 }
 
 # Creates a lease. The proposer picks the id: (holder.member << 48) | counter, counter in
-# 1 .. 2^48-1 and never reused by that member (derive it from the incarnation). Refused when the id
-# is 0, its member bits differ from holder.member, or a lease with that id exists; refused when
-# ttlMs is 0. The TTL range of the config is checked by the proposer (validateRequest).
+# 1 .. 2^48-1 and above every counter granted for that member before (Session.leaseCounter), so an
+# id is never used twice. Refused when the counter is 0 or not above that, when the member bits
+# differ from holder.member, or when ttlMs is 0. The TTL range of the config is checked by the proposer (validateRequest).
 struct LeaseGrant {
   id @0 :UInt64;
   ttlMs @1 :UInt64;
@@ -197,6 +197,9 @@ struct Incarnation {
 # memory only; they shape replies, not state.)
 struct Session {
   incarnations @0 :List(IncarnationSession);  # the most recent few, ascending
+  # The highest lease id counter granted for this member (see LeaseGrant): a grant must exceed it,
+  # so no lease id is ever used twice and a late expiry can never end a newer lease.
+  leaseCounter @1 :UInt64;
 }
 
 struct IncarnationSession {

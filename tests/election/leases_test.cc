@@ -93,6 +93,35 @@ TEST_CASE("bad grants are refused and change nothing") {
   CHECK(changes.keys.empty());
 }
 
+TEST_CASE("lease ids are never reused, so a late expiry cannot end a newer lease") {
+  LeaseHarness h;
+  const uint64_t first = makeLeaseId(1, 5);
+  h.ok(h.c.grant(first, 5000));
+  CHECK(h.sm.leaseCounter(1) == 5);
+  CHECK(h.sm.leaseCounter(0) == 0);
+  const std::string lateExpiry = h.c.expire(first, 1);  // decided by a leader, still in flight
+  h.ok(h.c.revoke(first));
+  h.sm.takeChanges();
+  const Fingerprint before = fingerprint(h.sm);
+  for (uint64_t counter : {5, 4, 1}) {
+    auto again = h.one(h.c.grant(makeLeaseId(1, counter), 5000));
+    CHECK(again.outcome.code == StatusCode::INVALID_ARGUMENT);
+    CHECK(again.outcome.message.find("never reused") != std::string::npos);
+  }
+  CHECK(fingerprint(h.sm) == before);
+  CHECK(h.sm.takeChanges().sessions.size() == 1);  // only the commands' own session (member 0)
+  h.ok(h.c.grant(makeLeaseId(1, 6), 5000));
+  CHECK(h.one(lateExpiry).outcome.code == StatusCode::NOT_FOUND);
+  CHECK(h.sm.lease(makeLeaseId(1, 6)) != nullptr);
+
+  // The counter is persisted with the member's session.
+  auto changes = h.sm.takeChanges();
+  REQUIRE(changes.sessions.count(1) == 1);
+  StateMachine restored;
+  restored.restoreSession(1, *changes.sessions.at(1));
+  CHECK(restored.leaseCounter(1) == 6);
+}
+
 TEST_CASE(
     "leaseRenew: one batch renews many, bumps epochs, resets checkpoints, reports ended ids") {
   LeaseHarness h;
