@@ -4,10 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "election/leases.h"
+#include "election/prng.h"
 #include "election/state_machine.h"
 #include "tests/election/lease_commands.h"
 
@@ -225,6 +228,8 @@ TEST_CASE("keys attached to a lease are deleted at the revision of its end") {
   CHECK(h.sm.revision() == before + 1);
   for (auto key : {"svc/1", "svc/2", "svc/5"})
     CHECK(h.sm.get(key) == nullptr);
+  REQUIRE(h.sm.get("svc/3") != nullptr);
+  REQUIRE(h.sm.get("svc/4") != nullptr);
   CHECK(h.sm.get("svc/3")->value == "z2");
   CHECK(h.sm.get("svc/4")->lease == 0);
   CHECK(h.sm.leases().keysOf(A) == nullptr);
@@ -570,6 +575,157 @@ TEST_CASE("validateRequest: lease TTLs outside the configured range are refused"
   CHECK(check(c.lock("n", A, "four")));
   CHECK(check(c.proclaim("n", A, "four")));
   CHECK_FALSE(check(c.put("k", "v", A)));  // a put with a lease is checked at apply
+}
+
+// Random sequences of every lease, lock and key command, with invariants checked after each step
+// and persistence checked along the way.
+TEST_CASE("random lease and lock histories keep every invariant") {
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    CAPTURE(seed);
+    Prng prng(seed);
+    LeaseHarness h;
+    std::vector<uint64_t> ids;  // every id ever granted or tried
+    uint64_t counters[3] = {0, 0, 0};
+    std::map<std::string, uint64_t> lastFence;
+    // What a store would hold: every takeChanges() folded in.
+    std::map<std::string, KeyRecord> keys;
+    std::map<MemberIndex, std::string> sessions;
+    std::map<uint64_t, std::string> leases;
+    std::map<std::string, std::string> locks;
+    auto pickId = [&]() -> uint64_t {
+      if (ids.empty() || prng.chance(0.05)) return makeLeaseId(1, 999999);  // unknown
+      return ids[prng.uniform(0, ids.size())];
+    };
+    auto pickName = [&] { return "lock/" + std::to_string(prng.uniform(0, 4)); };
+    for (int step = 0; step < 1500; ++step) {
+      CAPTURE(step);
+      std::string command;
+      const uint64_t id = pickId();
+      const Lease* lease = h.sm.lease(id);
+      const uint64_t epoch = lease ? lease->epoch : 1;
+      switch (prng.uniform(0, 11)) {
+        case 0:
+        case 1: {
+          const MemberIndex member = static_cast<MemberIndex>(prng.uniform(0, 3));
+          // Now and then an id that was used before: must be refused.
+          const uint64_t counter =
+              prng.chance(0.1) && counters[member] > 0 ? counters[member] : ++counters[member];
+          const uint64_t fresh = makeLeaseId(member, counter);
+          ids.push_back(fresh);
+          command = h.c.grant(fresh, prng.uniform(1, 10000), prng.chance(0.5));
+          break;
+        }
+        case 2: {
+          std::vector<std::pair<uint64_t, uint64_t>> renewals;
+          std::set<uint64_t> seen;
+          for (int i = 0; i < 4; ++i) {
+            const uint64_t r = pickId();
+            const Lease* l = h.sm.lease(r);
+            if (seen.insert(r).second) {
+              renewals.emplace_back(r, l ? l->epoch - prng.uniform(0, l->epoch) : 1);
+            }
+          }
+          command = h.c.renew(renewals);
+          break;
+        }
+        case 3:
+          command = h.c.revoke(id);
+          break;
+        case 4:
+          command = h.c.expire(id, prng.chance(0.7) ? epoch : epoch + 1 - prng.uniform(1, 3));
+          break;
+        case 5:
+          command = h.c.checkpoint(
+              {{id, epoch, lease ? prng.uniform(0, lease->ttlMs + 2) : prng.uniform(0, 100)}});
+          break;
+        case 6:
+        case 7:
+          command = h.c.lock(pickName(), id, "v" + std::to_string(step), prng.chance(0.8));
+          break;
+        case 8:
+          command = prng.chance(0.7) ? h.c.unlock(pickName(), id)
+                                     : h.c.proclaim(pickName(), id, "p" + std::to_string(step));
+          break;
+        case 9:
+          command =
+              h.c.put("k/" + std::to_string(prng.uniform(0, 20)), "v", prng.chance(0.7) ? id : 0);
+          break;
+        case 10:
+          command = h.c.fencedPut({{pickName(), prng.uniform(0, h.sm.revision() + 2)}},
+                                  "k/" + std::to_string(prng.uniform(0, 20)), "t",
+                                  prng.chance(0.5) ? id : 0);
+          break;
+      }
+      const Fingerprint before = fingerprint(h.sm);
+      auto applied = h.one(command);
+      if (applied.outcome.code != StatusCode::OK) {
+        REQUIRE(fingerprint(h.sm) == before);
+        REQUIRE(applied.events.empty());
+      }
+      for (const auto& event : applied.events) {
+        REQUIRE(event.revision == h.sm.revision());
+        if (event.kind == Kind::LOCK_GRANTED) REQUIRE(event.fence == h.sm.revision());
+      }
+
+      // Invariants.
+      REQUIRE(h.sm.leases().digest() == h.sm.leases().recomputeDigest());
+      REQUIRE(h.sm.digest() == h.sm.recomputeDigest());
+      REQUIRE_FALSE(h.sm.checkLeaseReferences());
+      std::map<uint64_t, std::set<std::string, std::less<>>> attached;
+      h.sm.forEachKey([&](std::string_view key, const KeyRecord& record) {
+        if (record.lease != 0) attached[record.lease].emplace(key);
+      });
+      h.sm.leases().forEachLease([&](const Lease& l) {
+        const auto* indexed = h.sm.leases().keysOf(l.id);
+        const auto expected =
+            attached.count(l.id) ? attached[l.id] : decltype(attached)::mapped_type{};
+        REQUIRE((indexed ? *indexed : decltype(attached)::mapped_type{}) == expected);
+        REQUIRE(l.remainingMs <= l.ttlMs);
+        REQUIRE((l.id & LEASE_ID_COUNTER_MASK) <= h.sm.leaseCounter(leaseIdMember(l.id)));
+      });
+      h.sm.leases().forEachLock([&](std::string_view name, const Lock& lock) {
+        REQUIRE(lock.holder);
+        REQUIRE(h.sm.checkFence(name, lock.holder->fence));
+        uint64_t& last = lastFence[std::string(name)];
+        if (lock.holder->fence != last) {
+          REQUIRE(lock.holder->fence > last);
+          last = lock.holder->fence;
+        }
+        std::set<uint64_t> owners{lock.holder->lease};
+        for (const auto& waiter : lock.waiters)
+          REQUIRE(owners.insert(waiter.lease).second);  // each lease at most once per lock
+      });
+
+      // Fold the changes in, as a group commit would; now and then restart from them.
+      StateChanges changes = h.sm.takeChanges();
+      for (auto& [key, record] : changes.keys)
+        record ? void(keys[key] = *record) : void(keys.erase(key));
+      for (auto& [member, encoded] : changes.sessions)
+        encoded ? void(sessions[member] = *encoded) : void(sessions.erase(member));
+      for (auto& [leaseId, encoded] : changes.leases)
+        encoded ? void(leases[leaseId] = *encoded) : void(leases.erase(leaseId));
+      for (auto& [name, encoded] : changes.locks)
+        encoded ? void(locks[name] = *encoded) : void(locks.erase(name));
+      if (step % 250 == 249) {
+        StateMachine restored;
+        for (const auto& [key, record] : keys)
+          restored.restoreKey(key, record);
+        for (const auto& [member, encoded] : sessions)
+          restored.restoreSession(member, encoded);
+        for (const auto& [leaseId, encoded] : leases)
+          restored.restoreLease(encoded);
+        for (const auto& [name, encoded] : locks)
+          restored.restoreLock(encoded);
+        restored.restoreApplied(changes.appliedSlot, changes.revision);
+        REQUIRE(restored.stateDigest() == h.sm.stateDigest());
+        REQUIRE(restored.leases().lockCount() == h.sm.leases().lockCount());
+        for (MemberIndex m = 0; m < 3; ++m)
+          REQUIRE(restored.leaseCounter(m) == h.sm.leaseCounter(m));
+        // Continue on the restored machine: whatever follows must behave the same.
+        h.sm = std::move(restored);
+      }
+    }
+  }
 }
 
 }  // namespace
