@@ -100,6 +100,8 @@ struct RequestLimits {
 };
 
 // Checks a command built from an app's request; returns a message naming what is wrong, or nullopt.
+// Lease grants must have a TTL within leaseTtlMinMs..leaseTtlMaxMs (no clamping). Renewals,
+// expiries and checkpoints come from daemons, never from apps: this does not decide who proposes.
 std::optional<std::string> validateRequest(records::Command::Reader command,
                                            const RequestLimits& limits);
 

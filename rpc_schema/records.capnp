@@ -220,8 +220,8 @@ struct SnapshotChunk {
   keyCount @4 :UInt64;   # keys in the whole snapshot
   keys @5 :List(SnapshotKey);
   sessions @6 :List(SnapshotSession);
-  # In the last chunk, with the sessions: every lease (ascending id) and every lock (ascending
-  # name), each an encoded Lease / Lock message.
+  # Every lease (ascending id across chunks), then every lock (ascending name), each an encoded
+  # Lease / Lock message; they follow the last key, in as many chunks as their size needs.
   leases @7 :List(Data);
   locks @8 :List(Data);
 }
