@@ -15,9 +15,13 @@ namespace {
 
 // Per-key overhead of the encoding, roughly: list pointers, the KeyRecord struct, padding.
 constexpr size_t KEY_OVERHEAD_BYTES = 96;
+// Per encoded lease or lock: its list pointer and padding.
+constexpr size_t RECORD_OVERHEAD_BYTES = 16;
 
 struct Part {
   std::vector<std::pair<std::string_view, const KeyRecord*>> keys;
+  std::vector<std::string> leases;
+  std::vector<std::string> locks;
   bool sessions = false;
 };
 
@@ -32,6 +36,10 @@ kj::Array<capnp::word> alignedWords(std::string_view bytes) {
       kj::heapArray<capnp::word>((bytes.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word));
   if (!bytes.empty()) std::memcpy(words.begin(), bytes.data(), bytes.size());
   return words;
+}
+
+std::string_view asView(capnp::Data::Reader data) {
+  return {reinterpret_cast<const char*>(data.begin()), data.size()};
 }
 
 capnp::Data::Reader dataOf(std::string_view bytes) {
@@ -53,6 +61,24 @@ std::vector<std::string> encodeSnapshot(const StateMachine& state, size_t chunkB
     parts.back().keys.emplace_back(key, &record);
     partBytes += size;
     ++keyCount;
+  });
+  // Leases, then locks, follow the keys, cut the same way.
+  auto fits = [&](size_t size) {
+    const Part& part = parts.back();
+    if ((!part.keys.empty() || !part.leases.empty() || !part.locks.empty()) &&
+        partBytes + size > chunkBytes) {
+      parts.emplace_back();
+      partBytes = 0;
+    }
+    partBytes += size;
+  };
+  state.forEachEncodedLease([&](std::string_view encoded) {
+    fits(encoded.size() + RECORD_OVERHEAD_BYTES);
+    parts.back().leases.emplace_back(encoded);
+  });
+  state.forEachEncodedLock([&](std::string_view encoded) {
+    fits(encoded.size() + RECORD_OVERHEAD_BYTES);
+    parts.back().locks.emplace_back(encoded);
   });
   std::vector<std::pair<MemberIndex, std::string>> sessions;
   state.forEachSession([&](MemberIndex member, std::string_view encoded) {
@@ -80,6 +106,16 @@ std::vector<std::string> encodeSnapshot(const StateMachine& state, size_t chunkB
       out.setModRevision(record->modRevision);
       out.setVersion(record->version);
       out.setLease(record->lease);
+    }
+    if (!parts[i].leases.empty()) {
+      auto list = chunk.initLeases(static_cast<unsigned>(parts[i].leases.size()));
+      for (size_t l = 0; l < parts[i].leases.size(); ++l)
+        list.set(static_cast<unsigned>(l), dataOf(parts[i].leases[l]));
+    }
+    if (!parts[i].locks.empty()) {
+      auto list = chunk.initLocks(static_cast<unsigned>(parts[i].locks.size()));
+      for (size_t l = 0; l < parts[i].locks.size(); ++l)
+        list.set(static_cast<unsigned>(l), dataOf(parts[i].locks[l]));
     }
     if (parts[i].sessions) {
       auto list = chunk.initSessions(static_cast<unsigned>(sessions.size()));
@@ -140,6 +176,24 @@ std::optional<std::string> SnapshotAssembler::add(std::string_view bytes, size_t
       state_.restoreKey(std::move(key), std::move(record));
       ++keysSeen_;
     }
+    // Leases (ascending id) and locks (ascending name) come after every key.
+    if ((chunk.hasLeases() || chunk.hasLocks()) && keysSeen_ != keyCount_) {
+      return "snapshot leases or locks before its last key";
+    }
+    for (auto encoded : chunk.getLeases()) {
+      if (!locks_.empty()) return "snapshot lease after a lock";
+      Lease lease = decodeLease(asView(encoded));
+      if (leaseCount_ > 0 && lease.id <= lastLease_) return "snapshot leases out of order";
+      state_.restoreLease(asView(encoded));
+      lastLease_ = lease.id;
+      ++leaseCount_;
+    }
+    for (auto encoded : chunk.getLocks()) {
+      auto [name, lock] = decodeLock(asView(encoded));
+      if (!locks_.empty() && name <= locks_) return "snapshot locks out of order";
+      state_.restoreLock(asView(encoded));
+      locks_ = std::move(name);
+    }
     const bool last = next_ + 1 == count_;
     if (chunk.hasSessions() && !last) return "snapshot sessions before the last chunk";
     for (auto session : chunk.getSessions()) {
@@ -149,6 +203,9 @@ std::optional<std::string> SnapshotAssembler::add(std::string_view bytes, size_t
           std::string_view(reinterpret_cast<const char*>(data.begin()), data.size()));
     }
     if (last && keysSeen_ != keyCount_) return "snapshot holds fewer keys than announced";
+    if (last) {
+      if (auto bad = state_.checkLeaseReferences()) return "snapshot refused: " + *bad;
+    }
   } catch (const kj::Exception& e) {
     return "snapshot chunk does not decode: " + std::string(e.getDescription().cStr());
   } catch (const std::exception& e) {

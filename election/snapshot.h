@@ -18,7 +18,8 @@
 namespace synod::election {
 
 // The state at state.appliedSlot() as chunks of roughly `chunkBytes` each (a chunk holds at least
-// one key, so one large value can make a chunk larger). Never empty: an empty map is one chunk.
+// one key, lease or lock, so one large value can make a chunk larger). Never empty: an empty map
+// is one chunk. Keys come first, then leases, then locks; sessions in the last chunk.
 std::vector<std::string> encodeSnapshot(const StateMachine& state, size_t chunkBytes);
 
 // Takes the chunks of one snapshot in order. Every input is untrusted (it comes from a peer): a
@@ -50,6 +51,9 @@ class SnapshotAssembler {
   uint64_t keysSeen_ = 0;
   uint64_t bytes_ = 0;
   std::string lastKey_;
+  uint64_t leaseCount_ = 0;
+  uint64_t lastLease_ = 0;
+  std::string locks_;  // the last lock name taken; empty before the first
 };
 
 }  // namespace synod::election

@@ -81,6 +81,17 @@ std::optional<std::string> checkBranch(capnp::List<rpc::TxnOp>::Reader ops, cons
   return std::nullopt;
 }
 
+std::optional<std::string> checkLockName(const char* what, capnp::Data::Reader name,
+                                         uint64_t lease) {
+  if (name.size() == 0) return std::string(what) + ": empty lock name";
+  if (name.size() > MAX_LOCK_NAME_BYTES) {
+    return std::string(what) + ": lock name is " + std::to_string(name.size()) +
+           " bytes, more than " + std::to_string(MAX_LOCK_NAME_BYTES);
+  }
+  if (lease == 0) return std::string(what) + ": lease id 0";
+  return std::nullopt;
+}
+
 // Structural rules every member enforces identically at apply time.
 std::optional<std::string> checkStructure(records::Command::Reader command) {
   switch (command.which()) {
@@ -104,6 +115,54 @@ std::optional<std::string> checkStructure(records::Command::Reader command) {
       if (auto bad = checkBranch(txn.getSuccess(), "then")) return bad;
       return checkBranch(txn.getFailure(), "else");
     }
+    case records::Command::LEASE_GRANT: {
+      auto op = command.getLeaseGrant();
+      const uint64_t id = op.getId();
+      if ((id & LEASE_ID_COUNTER_MASK) == 0) {
+        return "leaseGrant: id " + std::to_string(id) + " has counter 0";
+      }
+      if (leaseIdMember(id) != op.getHolder().getMember()) {
+        return "leaseGrant: id " + std::to_string(id) + " belongs to member " +
+               std::to_string(leaseIdMember(id)) + ", not to the holder's member " +
+               std::to_string(op.getHolder().getMember());
+      }
+      if (op.getTtlMs() == 0) return "leaseGrant: ttlMs 0";
+      return std::nullopt;
+    }
+    case records::Command::LEASE_RENEW: {
+      std::set<uint64_t> seen;
+      for (auto renewal : command.getLeaseRenew().getRenewals()) {
+        if (renewal.getId() == 0) return "leaseRenew: lease id 0";
+        if (renewal.getEpoch() == 0) return "leaseRenew: epoch 0";
+        if (!seen.insert(renewal.getId()).second) {
+          return "leaseRenew: lease " + std::to_string(renewal.getId()) + " listed twice";
+        }
+      }
+      return std::nullopt;
+    }
+    case records::Command::LEASE_REVOKE:
+      if (command.getLeaseRevoke().getId() == 0) return "leaseRevoke: lease id 0";
+      return std::nullopt;
+    case records::Command::LEASE_EXPIRE:
+      if (command.getLeaseExpire().getId() == 0) return "leaseExpire: lease id 0";
+      return std::nullopt;
+    case records::Command::LEASE_CHECKPOINT: {
+      std::set<uint64_t> seen;
+      for (auto entry : command.getLeaseCheckpoint().getCheckpoints()) {
+        if (entry.getId() == 0) return "leaseCheckpoint: lease id 0";
+        if (!seen.insert(entry.getId()).second) {
+          return "leaseCheckpoint: lease " + std::to_string(entry.getId()) + " listed twice";
+        }
+      }
+      return std::nullopt;
+    }
+    case records::Command::LOCK:
+      return checkLockName("lock", command.getLock().getName(), command.getLock().getLease());
+    case records::Command::UNLOCK:
+      return checkLockName("unlock", command.getUnlock().getName(), command.getUnlock().getLease());
+    case records::Command::PROCLAIM:
+      return checkLockName("proclaim", command.getProclaim().getName(),
+                           command.getProclaim().getLease());
   }
   return "unknown command";
 }
@@ -140,7 +199,6 @@ std::optional<std::string> validateRequest(records::Command::Reader command,
   switch (command.which()) {
     case records::Command::PUT: {
       auto put = command.getPut();
-      if (put.getLease() != 0) return "put: leases are not supported by this member yet";
       return checkSizes("put", put.getKey().size(), put.getValue().size(), limits);
     }
     case records::Command::DELETE: {
@@ -164,14 +222,33 @@ std::optional<std::string> validateRequest(records::Command::Reader command,
       }
       for (auto branch : {txn.getSuccess(), txn.getFailure()}) {
         for (auto op : branch) {
-          if (op.isPut() && op.getPut().getLease() != 0) {
-            return "txn put: leases are not supported by this member yet";
-          }
           if (auto bad = checkOpSizes(op, limits)) return bad;
         }
       }
       return std::nullopt;
     }
+    case records::Command::LEASE_GRANT: {
+      const uint64_t ttl = command.getLeaseGrant().getTtlMs();
+      if (ttl < limits.leaseTtlMinMs || ttl > limits.leaseTtlMaxMs) {
+        return "lease TTL " + std::to_string(ttl) + " ms is outside lease_ttl_min_ms .. " +
+               "lease_ttl_max_ms (" + std::to_string(limits.leaseTtlMinMs) + " .. " +
+               std::to_string(limits.leaseTtlMaxMs) + " ms)";
+      }
+      return std::nullopt;
+    }
+    case records::Command::LOCK:
+      return checkSizes("lock", command.getLock().getName().size(),
+                        command.getLock().getValue().size(), limits);
+    case records::Command::UNLOCK:
+      return checkSizes("unlock", command.getUnlock().getName().size(), 0, limits);
+    case records::Command::PROCLAIM:
+      return checkSizes("proclaim", command.getProclaim().getName().size(),
+                        command.getProclaim().getValue().size(), limits);
+    case records::Command::LEASE_RENEW:
+    case records::Command::LEASE_REVOKE:
+    case records::Command::LEASE_EXPIRE:
+    case records::Command::LEASE_CHECKPOINT:
+      return std::nullopt;
   }
   return "unknown command";
 }
@@ -256,8 +333,12 @@ uint64_t StateMachine::recomputeDigest() const {
 
 void StateMachine::restoreKey(std::string key, KeyRecord record) {
   auto it = keys_.find(key);
-  if (it != keys_.end()) digest_ -= keyDigest(it->first, it->second);
+  if (it != keys_.end()) {
+    digest_ -= keyDigest(it->first, it->second);
+    leases_.detachKey(it->second.lease, key);
+  }
   digest_ += keyDigest(key, record);
+  leases_.attachKey(record.lease, key);
   keys_.insert_or_assign(std::move(key), std::move(record));
 }
 
@@ -275,11 +356,21 @@ void StateMachine::restoreSession(MemberIndex member, std::string_view encoded) 
         restored.appliedAbove.insert(sequence);
       session.incarnations.push_back(std::move(restored));
     }
+    session.leaseCounter = reader.getLeaseCounter();
   } catch (const kj::Exception& e) {
     throw std::runtime_error("session of member " + std::to_string(member) +
                              " does not decode: " + std::string(e.getDescription().cStr()));
   }
   sessions_[member] = std::move(session);
+}
+
+void StateMachine::restoreLease(std::string_view encoded) {
+  leases_.putLease(decodeLease(encoded), false);
+}
+
+void StateMachine::restoreLock(std::string_view encoded) {
+  auto [name, lock] = decodeLock(encoded);
+  leases_.putLock(name, std::move(lock), false);
 }
 
 void StateMachine::restoreApplied(Slot appliedSlot, uint64_t revision) {
@@ -320,7 +411,10 @@ void StateMachine::apply(Slot slot, const Value& value, std::vector<AppliedComma
                       revision_);
           break;
         case Seen::NEW:
+          events_.clear();
           applied.outcome = applyCommand(command);
+          applied.events = std::move(events_);
+          events_.clear();
           recordSession(applied.id);
           recentResults_[applied.id] = applied.outcome;
           recentOrder_.push_back(applied.id);
@@ -352,17 +446,33 @@ CommandOutcome StateMachine::applyCommand(records::Command::Reader command) {
       return applyDelete(command.getDelete());
     case records::Command::TXN:
       return applyTxn(command.getTxn());
+    case records::Command::LEASE_GRANT:
+      return applyLeaseGrant(command.getLeaseGrant());
+    case records::Command::LEASE_RENEW:
+      return applyLeaseRenew(command.getLeaseRenew());
+    case records::Command::LEASE_REVOKE:
+      return applyLeaseRevoke(command.getLeaseRevoke());
+    case records::Command::LEASE_EXPIRE:
+      return applyLeaseExpire(command.getLeaseExpire());
+    case records::Command::LEASE_CHECKPOINT:
+      return applyLeaseCheckpoint(command.getLeaseCheckpoint());
+    case records::Command::LOCK:
+      return applyLock(command.getLock());
+    case records::Command::UNLOCK:
+      return applyUnlock(command.getUnlock());
+    case records::Command::PROCLAIM:
+      return applyProclaim(command.getProclaim());
   }
   return failure(StatusCode::INVALID_ARGUMENT, "unknown command", revision_);
 }
 
 CommandOutcome StateMachine::applyPut(rpc::PutOp::Reader op) {
-  if (op.getLease() != 0) {
+  if (op.getLease() != 0 && leases_.lease(op.getLease()) == nullptr) {
     return failure(StatusCode::NOT_FOUND, "lease " + std::to_string(op.getLease()) + " not found",
                    revision_);
   }
   ++revision_;
-  putKey(view(op.getKey()), view(op.getValue()), 0, revision_);
+  putKey(view(op.getKey()), view(op.getValue()), op.getLease(), revision_);
   CommandOutcome outcome;
   outcome.revision = revision_;
   return outcome;
@@ -388,7 +498,8 @@ CommandOutcome StateMachine::applyTxn(rpc::Txn::Reader txn) {
   }
   auto ops = holds ? txn.getSuccess() : txn.getFailure();
   for (auto op : ops) {
-    if (op.isPut() && op.getPut().getLease() != 0) {
+    if (op.isPut() && op.getPut().getLease() != 0 &&
+        leases_.lease(op.getPut().getLease()) == nullptr) {
       CommandOutcome outcome =
           failure(StatusCode::NOT_FOUND,
                   "lease " + std::to_string(op.getPut().getLease()) + " not found", revision_);
@@ -402,7 +513,8 @@ CommandOutcome StateMachine::applyTxn(rpc::Txn::Reader txn) {
   uint64_t deleted = 0;
   for (auto op : ops) {
     if (op.isPut()) {
-      putKey(view(op.getPut().getKey()), view(op.getPut().getValue()), 0, next);
+      putKey(view(op.getPut().getKey()), view(op.getPut().getValue()), op.getPut().getLease(),
+             next);
       changed = true;
     } else if (op.isDelete()) {
       uint64_t n = deleteRange(view(op.getDelete().getKey()), view(op.getDelete().getRangeEnd()));
@@ -436,6 +548,11 @@ bool StateMachine::compareHolds(rpc::Compare::Reader compare) const {
     case rpc::Compare::Target::MOD_REVISION:
       return opHolds(compare.getOp(),
                      compareValues(record ? record->modRevision : 0, target.getModRevision()));
+    case rpc::Compare::Target::FENCE: {
+      const Lock* lock = leases_.lock(view(compare.getKey()));
+      uint64_t current = lock != nullptr && lock->holder ? lock->holder->fence : 0;
+      return opHolds(compare.getOp(), compareValues(current, target.getFence()));
+    }
   }
   return false;
 }
@@ -448,8 +565,10 @@ void StateMachine::putKey(std::string_view key, std::string_view value, uint64_t
     it->second.createRevision = revision;
   } else {
     digest_ -= keyDigest(it->first, it->second);
+    leases_.detachKey(it->second.lease, key);
   }
   KeyRecord& record = it->second;
+  leases_.attachKey(lease, key);
   record.value.assign(value);
   record.modRevision = revision;
   record.version += 1;
@@ -463,6 +582,7 @@ uint64_t StateMachine::deleteRange(std::string_view key, std::string_view rangeE
     auto it = keys_.find(key);
     if (it == keys_.end()) return 0;
     digest_ -= keyDigest(it->first, it->second);
+    leases_.detachKey(it->second.lease, key);
     keys_.erase(it);
     dirtyKeys_.emplace(key);
     return 1;
@@ -472,6 +592,7 @@ uint64_t StateMachine::deleteRange(std::string_view key, std::string_view rangeE
   uint64_t count = 0;
   for (auto it = first; it != last; ++it, ++count) {
     digest_ -= keyDigest(it->first, it->second);
+    leases_.detachKey(it->second.lease, it->first);
     dirtyKeys_.insert(it->first);
   }
   keys_.erase(first, last);
@@ -546,6 +667,7 @@ void StateMachine::recordSession(const CommandId& id) {
 std::string StateMachine::encodeSession(const Session& session) const {
   capnp::MallocMessageBuilder message;
   auto root = message.initRoot<records::Session>();
+  root.setLeaseCounter(session.leaseCounter);
   auto list = root.initIncarnations(session.incarnations.size());
   for (size_t i = 0; i < session.incarnations.size(); ++i) {
     const auto& inc = session.incarnations[i];
@@ -596,6 +718,8 @@ StateChanges StateMachine::takeChanges() {
                                          ? std::nullopt
                                          : std::optional<std::string>(encodeSession(it->second)));
   }
+  changes.leases = leases_.takeDirtyLeases();
+  changes.locks = leases_.takeDirtyLocks();
   dirtyKeys_.clear();
   dirtySessions_.clear();
   changes.appliedSlot = appliedSlot_;

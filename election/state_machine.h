@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "election/leases.h"
 #include "election/types.h"
 #include "rpc_schema/records.capnp.h"
 #include "rpc_schema/synod.capnp.h"
@@ -40,7 +41,33 @@ struct CommandOutcome {
   std::string message;     // set when code != OK
   uint64_t revision = 0;   // the map's revision right after this command
   uint64_t deleted = 0;    // delete and txn: keys deleted
-  bool succeeded = false;  // txn: whether the compares held
+  bool succeeded = false;  // txn: whether the compares held (leases and locks: see below)
+  // leaseExpire: whether the lease ended; lock: whether the lease holds the lock afterwards, and
+  // then `fence` is its fence.
+  uint64_t fence = 0;
+  // leaseRenew, leaseCheckpoint: the ids of entries whose lease had ended.
+  std::vector<uint64_t> missing;
+};
+
+// What a command did to leases and locks, in the order it happened, so that the daemon can tell
+// the apps concerned: wake a waiter that was granted, fail the pending calls of an ended lease,
+// feed observers. Lock names are not keys: locks have a namespace of their own.
+struct LeaseEvent {
+  enum class Kind {
+    LEASE_ENDED,     // `lease` was revoked or (`expired`) expired; its keys were deleted
+    LOCK_GRANTED,    // `lease` now holds lock `name` with `fence`
+    LOCK_RELEASED,   // `lease` no longer holds lock `name` (unlock, or its lease ended)
+    WAITER_REMOVED,  // `lease` left the queue of lock `name` (unlock, or its lease ended)
+    PROCLAIMED,      // the holder `lease` of lock `name` set a new value
+  };
+  Kind kind = Kind::LEASE_ENDED;
+  uint64_t lease = 0;
+  std::string name;
+  uint64_t fence = 0;
+  uint64_t revision = 0;  // the map's revision the event happened at
+  bool expired = false;
+
+  bool operator==(const LeaseEvent&) const = default;
 };
 
 // One command applied from a decided slot.
@@ -50,12 +77,15 @@ struct AppliedCommand {
   // The command had been applied before (a retried duplicate): state was not changed again;
   // outcome is the first application's when still remembered.
   bool duplicate = false;
+  std::vector<LeaseEvent> events;  // empty for a duplicate
 };
 
 // What changed since the last takeChanges(): the next group commit persists exactly this.
 struct StateChanges {
   std::map<std::string, std::optional<KeyRecord>> keys;        // nullopt = deleted
   std::map<MemberIndex, std::optional<std::string>> sessions;  // encoded records::Session
+  std::map<uint64_t, std::optional<std::string>> leases;       // id -> encoded records::Lease
+  std::map<std::string, std::optional<std::string>> locks;     // name -> encoded records::Lock
   Slot appliedSlot = 0;
   uint64_t revision = 0;
 };
@@ -65,9 +95,13 @@ struct RequestLimits {
   uint64_t maxKeyBytes = 511;
   uint64_t maxValueBytes = 1 << 20;
   uint32_t maxTxnOps = 128;
+  uint64_t leaseTtlMinMs = 1000;
+  uint64_t leaseTtlMaxMs = 3600000;
 };
 
 // Checks a command built from an app's request; returns a message naming what is wrong, or nullopt.
+// Lease grants must have a TTL within leaseTtlMinMs..leaseTtlMaxMs (no clamping). Renewals,
+// expiries and checkpoints come from daemons, never from apps: this does not decide who proposes.
 std::optional<std::string> validateRequest(records::Command::Reader command,
                                            const RequestLimits& limits);
 
@@ -93,7 +127,13 @@ class StateMachine {
   void restoreKey(std::string key, KeyRecord record);
   // Throws std::runtime_error if `encoded` is not a valid records::Session.
   void restoreSession(MemberIndex member, std::string_view encoded);
+  // Throw std::runtime_error if `encoded` is not a valid records::Lease / records::Lock.
+  void restoreLease(std::string_view encoded);
+  void restoreLock(std::string_view encoded);
   void restoreApplied(Slot appliedSlot, uint64_t revision);
+  // After a restore: what is inconsistent between keys, leases and locks (a key or lock naming a
+  // lease that does not exist), or nullopt.
+  std::optional<std::string> checkLeaseReferences() const;
 
   // Applies the decided value of `slot`, which must be appliedSlot() + 1. Appends one
   // AppliedCommand per command that carries a readable CommandId. A command that fails to decode
@@ -108,6 +148,20 @@ class StateMachine {
   };
   // Keys with `prefix`, strictly after `startAfter` (if non-empty), at most `limit`.
   ListResult list(std::string_view prefix, std::string_view startAfter, size_t limit) const;
+
+  // --- Leases and locks ---
+  const Lease* lease(uint64_t id) const { return leases_.lease(id); }
+  const LeaseTable& leases() const { return leases_; }
+  // The highest lease id counter granted for `member` so far: its next grant must use a larger one.
+  uint64_t leaseCounter(MemberIndex member) const;
+  // The current holder of lock `name`, with its lease's holder.
+  std::optional<LockHolderInfo> holder(std::string_view name) const;
+  // Whether `fence` is the fence of the current holder of lock `name` (never for fence 0).
+  bool checkFence(std::string_view name, uint64_t fence) const;
+  // Every lease (ascending id) and lock (ascending name), encoded as records::Lease / Lock (for
+  // snapshots). The views are valid during the call only.
+  void forEachEncodedLease(const std::function<void(std::string_view)>& fn) const;
+  void forEachEncodedLock(const std::function<void(std::string_view)>& fn) const;
 
   uint64_t revision() const { return revision_; }
   Slot appliedSlot() const { return appliedSlot_; }
@@ -128,7 +182,9 @@ class StateMachine {
   // sequence of slots and batches built them; a put undone by a delete restores it.
   uint64_t digest() const { return digest_; }
   // digest() with the revision mixed in: members at the same applied slot report the same one.
-  uint64_t stateDigest() const { return mixRevision(digest_, revision_); }
+  // Leases and locks count too (LeaseTable::digest, 0 without any), so this is equal on members
+  // at the same applied slot; renewals change it without a new revision.
+  uint64_t stateDigest() const { return mixRevision(digest_ + leases_.digest(), revision_); }
   // The digest computed from scratch over every key (O(size of the map)); equals digest().
   uint64_t recomputeDigest() const;
 
@@ -136,7 +192,8 @@ class StateMachine {
   StateChanges takeChanges();
   // Whether takeChanges() would report anything (keys, sessions or a newer applied slot).
   bool hasChanges() const {
-    return !dirtyKeys_.empty() || !dirtySessions_.empty() || appliedSlot_ != takenSlot_;
+    return !dirtyKeys_.empty() || !dirtySessions_.empty() || leases_.hasDirty() ||
+           appliedSlot_ != takenSlot_;
   }
 
   // How many incarnations per member, out-of-order sequences per incarnation and remembered
@@ -153,6 +210,7 @@ class StateMachine {
   };
   struct Session {
     std::vector<IncarnationSession> incarnations;  // ascending by incarnation
+    uint64_t leaseCounter = 0;                     // records::Session.leaseCounter
   };
   enum class Seen { NEW, APPLIED, EXPIRED };
 
@@ -165,6 +223,20 @@ class StateMachine {
   CommandOutcome applyDelete(rpc::DeleteOp::Reader op);
   CommandOutcome applyTxn(rpc::Txn::Reader txn);
   bool compareHolds(rpc::Compare::Reader compare) const;
+  CommandOutcome applyLeaseGrant(records::LeaseGrant::Reader op);
+  CommandOutcome applyLeaseRenew(records::LeaseRenew::Reader op);
+  CommandOutcome applyLeaseRevoke(records::LeaseRevoke::Reader op);
+  CommandOutcome applyLeaseExpire(records::LeaseExpire::Reader op);
+  CommandOutcome applyLeaseCheckpoint(records::LeaseCheckpoint::Reader op);
+  CommandOutcome applyLock(records::LockAcquire::Reader op);
+  CommandOutcome applyUnlock(records::LockRelease::Reader op);
+  CommandOutcome applyProclaim(records::LockProclaim::Reader op);
+  // Ends a lease at a new revision: deletes its keys, releases its locks (promoting the next
+  // waiters) and leaves its queues.
+  CommandOutcome endLease(uint64_t id, bool expired);
+  // `lease` leaves lock `name` (holder or waiter) at revision `revision`; a released hold passes
+  // to the first waiter. Returns whether the holder changed.
+  bool leaveLock(std::string_view name, uint64_t lease, uint64_t revision);
   // Writes without bumping the revision; the caller bumps it once per command.
   void putKey(std::string_view key, std::string_view value, uint64_t lease, uint64_t revision);
   uint64_t deleteRange(std::string_view key, std::string_view rangeEnd);
@@ -178,6 +250,9 @@ class StateMachine {
   uint64_t digest_ = 0;  // see digest()
   Slot appliedSlot_ = 0;
   Slot takenSlot_ = 0;  // appliedSlot_ as of the last takeChanges() or restore
+
+  LeaseTable leases_;
+  std::vector<LeaseEvent> events_;  // of the command being applied
 
   std::set<std::string, std::less<>> dirtyKeys_;
   std::set<MemberIndex> dirtySessions_;

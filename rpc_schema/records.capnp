@@ -26,7 +26,120 @@ struct Command {
     put @1 :Api.PutOp;
     delete @2 :Api.DeleteOp;
     txn @3 :Api.Txn;
+    # Leases, locks and elections (see LeaseGrant and below). Proposed by daemons, never by apps.
+    leaseGrant @4 :LeaseGrant;
+    leaseRenew @5 :LeaseRenew;
+    leaseRevoke @6 :LeaseRevoke;
+    leaseExpire @7 :LeaseExpire;
+    leaseCheckpoint @8 :LeaseCheckpoint;
+    lock @9 :LockAcquire;
+    unlock @10 :LockRelease;
+    proclaim @11 :LockProclaim;
   }
+}
+
+# The app a lease belongs to: the member it connected to and its SO_PEERCRED.
+struct LeaseHolder {
+  member @0 :UInt32;
+  pid @1 :Int32;
+  uid @2 :UInt32;
+}
+
+# Creates a lease. The proposer picks the id: (holder.member << 48) | counter, counter in
+# 1 .. 2^48-1 and above every counter granted for that member before (Session.leaseCounter), so an
+# id is never used twice. Refused when the counter is 0 or not above that, when the member bits
+# differ from holder.member, or when ttlMs is 0. The TTL range of the config is checked by the proposer (validateRequest).
+struct LeaseGrant {
+  id @0 :UInt64;
+  ttlMs @1 :UInt64;
+  holder @2 :LeaseHolder;
+  detached @3 :Bool;   # survives its connection; ends by TTL or revoke only
+}
+
+# One batched renewal stream entry per lease. Every renewal of a live lease bumps its epoch and
+# resets its checkpoint to the full TTL; `epoch` is the epoch the renewer last saw: a renewal is
+# never refused for being behind (refusing would end a lease its holder believes renewed), only
+# when it names an epoch the lease never had. Entries of ended leases are skipped and reported.
+struct LeaseRenew {
+  renewals @0 :List(LeaseRenewal);
+}
+
+struct LeaseRenewal {
+  id @0 :UInt64;
+  epoch @1 :UInt64;
+}
+
+struct LeaseRevoke {
+  id @0 :UInt64;
+}
+
+# The leader's expiry decision for the lease at renewal epoch `epoch`. Ends the lease only if its
+# epoch is still `epoch`: a renewal decided before this entry wins and the expiry is ignored.
+struct LeaseExpire {
+  id @0 :UInt64;
+  epoch @1 :UInt64;
+}
+
+# The leader's record of how long leases have left, so that a new leader counts from these rather
+# than from full TTLs. An entry applies only at the epoch it was measured at (a renewal that
+# landed in between reset the lease to its full TTL, which a stale remainder must not undo).
+struct LeaseCheckpoint {
+  checkpoints @0 :List(LeaseRemaining);
+}
+
+struct LeaseRemaining {
+  id @0 :UInt64;
+  epoch @1 :UInt64;
+  remainingMs @2 :UInt64;  # <= the lease's TTL
+}
+
+# lock / tryLock / campaign. The lease takes the lock if it is free, else (wait) queues FIFO behind
+# the holder, or (not wait) fails. An election is a lock whose holder has a value.
+struct LockAcquire {
+  name @0 :Data;     # 1 .. 511 bytes; locks have a namespace of their own, apart from keys
+  lease @1 :UInt64;
+  value @2 :Data;    # the election value; empty for a plain lock
+  wait @3 :Bool;
+}
+
+# unlock / resign: the lease gives up the lock, or leaves its queue.
+struct LockRelease {
+  name @0 :Data;
+  lease @1 :UInt64;
+}
+
+# proclaim: the holder replaces its election value; the fence stays.
+struct LockProclaim {
+  name @0 :Data;
+  lease @1 :UInt64;
+  value @2 :Data;
+}
+
+# leases table: big-endian id -> this. The keys attached to a lease are not listed: each key's
+# KeyRecord.lease says it.
+struct Lease {
+  id @0 :UInt64;
+  ttlMs @1 :UInt64;
+  epoch @2 :UInt64;        # 1 at grant, +1 per renewal
+  remainingMs @3 :UInt64;  # the last checkpoint at `epoch`; ttlMs after a grant or renewal
+  holder @4 :LeaseHolder;
+  detached @5 :Bool;
+  grantRevision @6 :UInt64;  # the config map's revision when granted
+}
+
+# One holder or waiter of a lock.
+struct LockOwner {
+  lease @0 :UInt64;
+  value @1 :Data;
+  fence @2 :UInt64;  # the revision at which it was granted the lock; 0 while it waits
+}
+
+# locks table: name -> this. A lock with neither holder nor waiters is not stored.
+struct Lock {
+  name @0 :Data;
+  hasHolder @1 :Bool;
+  holder @2 :LockOwner;
+  waiters @3 :List(LockOwner);  # FIFO
 }
 
 # The outcome of applying a command; kept per session so a retried command gets the same answer.
@@ -36,6 +149,7 @@ struct CommandResult {
   revision @2 :UInt64;
   deleted @3 :UInt64;
   succeeded @4 :Bool;
+  fence @5 :UInt64;
 }
 
 # log table: big-endian slot -> accepted ballot and value.
@@ -83,6 +197,9 @@ struct Incarnation {
 # memory only; they shape replies, not state.)
 struct Session {
   incarnations @0 :List(IncarnationSession);  # the most recent few, ascending
+  # The highest lease id counter granted for this member (see LeaseGrant): a grant must exceed it,
+  # so no lease id is ever used twice and a late expiry can never end a newer lease.
+  leaseCounter @1 :UInt64;
 }
 
 struct IncarnationSession {
@@ -103,6 +220,10 @@ struct SnapshotChunk {
   keyCount @4 :UInt64;   # keys in the whole snapshot
   keys @5 :List(SnapshotKey);
   sessions @6 :List(SnapshotSession);
+  # Every lease (ascending id across chunks), then every lock (ascending name), each an encoded
+  # Lease / Lock message; they follow the last key, in as many chunks as their size needs.
+  leases @7 :List(Data);
+  locks @8 :List(Data);
 }
 
 struct SnapshotKey {

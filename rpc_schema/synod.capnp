@@ -68,6 +68,9 @@ struct Compare {
     version @3 :UInt64;         # version 0 = the key is absent
     createRevision @4 :UInt64;
     modRevision @5 :UInt64;
+    # `key` names a lock (not a key): compares the fence of its current holder, 0 when it has
+    # none. `equal` with a fence holds exactly while that grant is current.
+    fence @6 :UInt64;
   }
 
   enum Op {

@@ -440,6 +440,8 @@ void LmdbStore::commit(const WriteBatch& batch) {
     if (batch.replaceState) {
       checkWrite(mdb_drop(txn, e.kv, 0), "empty table kv");
       checkWrite(mdb_drop(txn, e.sessions, 0), "empty table sessions");
+      checkWrite(mdb_drop(txn, e.leases, 0), "empty table leases");
+      checkWrite(mdb_drop(txn, e.locks, 0), "empty table locks");
     }
     if (batch.applied) {
       putValue(txn, e.meta, "meta", APPLIED_KEY,
@@ -457,6 +459,20 @@ void LmdbStore::commit(const WriteBatch& batch) {
         putValue(txn, e.sessions, "sessions", memberKey(member), frameRecord(*encoded));
       } else {
         deleteValue(txn, e.sessions, "sessions", memberKey(member));
+      }
+    }
+    for (const auto& [id, encoded] : batch.leases) {
+      if (encoded) {
+        putValue(txn, e.leases, "leases", leaseKey(id), frameRecord(*encoded));
+      } else {
+        deleteValue(txn, e.leases, "leases", leaseKey(id));
+      }
+    }
+    for (const auto& [name, encoded] : batch.locks) {
+      if (encoded) {
+        putValue(txn, e.locks, "locks", name, frameRecord(*encoded));
+      } else {
+        deleteValue(txn, e.locks, "locks", name);
       }
     }
   });
@@ -479,6 +495,25 @@ void LmdbStore::forEachSession(
          if (key.size() != sizeof(MemberIndex)) throwCorrupt(name, "key is not 4 bytes");
          std::string_view encoded = unframeRecord(value, name);
          fn(static_cast<MemberIndex>(loadBigEndian(key)), encoded);
+       });
+}
+
+void LmdbStore::forEachLease(const std::function<void(uint64_t id, std::string_view encoded)>& fn) {
+  Transaction txn(environment_->env, MDB_RDONLY);
+  scan(txn.get(), environment_->leases, "leases", std::nullopt,
+       [&](std::string_view key, std::string_view value) {
+         RecordName name{"leases", key, KeyFormat::LEASE};
+         if (key.size() != sizeof(uint64_t)) throwCorrupt(name, "key is not 8 bytes");
+         fn(loadBigEndian(key), unframeRecord(value, name));
+       });
+}
+
+void LmdbStore::forEachLock(
+    const std::function<void(std::string_view name, std::string_view encoded)>& fn) {
+  Transaction txn(environment_->env, MDB_RDONLY);
+  scan(txn.get(), environment_->locks, "locks", std::nullopt,
+       [&](std::string_view key, std::string_view value) {
+         fn(key, unframeRecord(value, {"locks", key}));
        });
 }
 

@@ -68,6 +68,9 @@ class LmdbStore final : public Store {
   void forEachKey(const std::function<void(std::string_view key, KeyRecord&&)>& fn) override;
   void forEachSession(
       const std::function<void(MemberIndex member, std::string_view encoded)>& fn) override;
+  void forEachLease(const std::function<void(uint64_t id, std::string_view encoded)>& fn) override;
+  void forEachLock(
+      const std::function<void(std::string_view name, std::string_view encoded)>& fn) override;
   void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) override;
   // Pages in use: (last used page + 1 - pages on LMDB's free list) * page size. Deleting keys and
   // compacting the log lower it, though the file itself never shrinks (freed pages are reused

@@ -53,8 +53,14 @@ void MemoryStore::commit(const WriteBatch& batch) {
       usedBytes_ -= RECORD_OVERHEAD_BYTES + key.size() + record.value.size();
     for (const auto& [member, encoded] : sessions_)
       usedBytes_ -= RECORD_OVERHEAD_BYTES + encoded.size();
+    for (const auto& [id, encoded] : leases_)
+      usedBytes_ -= RECORD_OVERHEAD_BYTES + encoded.size();
+    for (const auto& [name, encoded] : locks_)
+      usedBytes_ -= RECORD_OVERHEAD_BYTES + name.size() + encoded.size();
     keys_.clear();
     sessions_.clear();
+    leases_.clear();
+    locks_.clear();
   }
   if (batch.applied) std::tie(appliedSlot_, revision_) = *batch.applied;
   for (const auto& [key, record] : batch.keys) {
@@ -79,6 +85,28 @@ void MemoryStore::commit(const WriteBatch& batch) {
       usedBytes_ += RECORD_OVERHEAD_BYTES + encoded->size();
     }
   }
+  for (const auto& [id, encoded] : batch.leases) {
+    auto it = leases_.find(id);
+    if (it != leases_.end()) {
+      usedBytes_ -= RECORD_OVERHEAD_BYTES + it->second.size();
+      leases_.erase(it);
+    }
+    if (encoded) {
+      leases_.emplace(id, *encoded);
+      usedBytes_ += RECORD_OVERHEAD_BYTES + encoded->size();
+    }
+  }
+  for (const auto& [name, encoded] : batch.locks) {
+    auto it = locks_.find(name);
+    if (it != locks_.end()) {
+      usedBytes_ -= RECORD_OVERHEAD_BYTES + name.size() + it->second.size();
+      locks_.erase(it);
+    }
+    if (encoded) {
+      locks_.emplace(name, *encoded);
+      usedBytes_ += RECORD_OVERHEAD_BYTES + name.size() + encoded->size();
+    }
+  }
 }
 
 void MemoryStore::forEachKey(const std::function<void(std::string_view key, KeyRecord&&)>& fn) {
@@ -90,6 +118,18 @@ void MemoryStore::forEachSession(
     const std::function<void(MemberIndex member, std::string_view encoded)>& fn) {
   for (const auto& [member, encoded] : sessions_)
     fn(member, encoded);
+}
+
+void MemoryStore::forEachLease(
+    const std::function<void(uint64_t id, std::string_view encoded)>& fn) {
+  for (const auto& [id, encoded] : leases_)
+    fn(id, encoded);
+}
+
+void MemoryStore::forEachLock(
+    const std::function<void(std::string_view name, std::string_view encoded)>& fn) {
+  for (const auto& [name, encoded] : locks_)
+    fn(name, encoded);
 }
 
 void MemoryStore::forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) {

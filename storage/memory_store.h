@@ -34,6 +34,9 @@ class MemoryStore final : public Store {
   void forEachKey(const std::function<void(std::string_view key, KeyRecord&&)>& fn) override;
   void forEachSession(
       const std::function<void(MemberIndex member, std::string_view encoded)>& fn) override;
+  void forEachLease(const std::function<void(uint64_t id, std::string_view encoded)>& fn) override;
+  void forEachLock(
+      const std::function<void(std::string_view name, std::string_view encoded)>& fn) override;
   void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) override;
   // A deterministic estimate: payload bytes plus a fixed overhead per record.
   uint64_t usedBytes() const override { return usedBytes_; }
@@ -46,6 +49,8 @@ class MemoryStore final : public Store {
   const std::map<Slot, LogEntry>& log() const { return log_; }
   const std::map<std::string, KeyRecord, std::less<>>& keys() const { return keys_; }
   const std::map<MemberIndex, std::string>& sessions() const { return sessions_; }
+  const std::map<uint64_t, std::string>& leases() const { return leases_; }
+  const std::map<std::string, std::string, std::less<>>& locks() const { return locks_; }
 
  private:
   static constexpr uint64_t RECORD_OVERHEAD_BYTES = 64;
@@ -60,6 +65,8 @@ class MemoryStore final : public Store {
   std::map<Slot, LogEntry> log_;
   std::map<std::string, KeyRecord, std::less<>> keys_;
   std::map<MemberIndex, std::string> sessions_;
+  std::map<uint64_t, std::string> leases_;
+  std::map<std::string, std::string, std::less<>> locks_;
   uint64_t usedBytes_ = 0;
 };
 

@@ -60,10 +60,17 @@ std::string describeRecordKey(const RecordName& name) {
   if (name.format == KeyFormat::SLOT && name.key.size() == sizeof(Slot)) {
     return "slot " + std::to_string(loadBigEndian(name.key));
   }
+  if (name.format == KeyFormat::LEASE && name.key.size() == sizeof(uint64_t)) {
+    return "lease " + std::to_string(loadBigEndian(name.key));
+  }
   if (name.format == KeyFormat::MEMBER && name.key.size() == sizeof(MemberIndex)) {
     return "member " + std::to_string(loadBigEndian(name.key));
   }
   return describeKey(name.key);
+}
+
+std::string leaseKey(uint64_t id) {
+  return slotKey(id);
 }
 
 std::string slotKey(Slot slot) {

@@ -32,6 +32,7 @@ enum class KeyFormat {
   BYTES,   // "app/x" for printable ASCII, 0x00ff.. otherwise
   SLOT,    // 8-byte big-endian slot: slot 42
   MEMBER,  // 4-byte big-endian member index: member 3
+  LEASE,   // 8-byte big-endian lease id: lease 281474976710657
 };
 
 // Names a record in error messages. Views only: cheap to build for every record read, described
@@ -50,6 +51,7 @@ std::string describeRecordKey(const RecordName& name);
 // Big-endian keys sort numerically in LMDB's default byte order.
 std::string slotKey(Slot slot);                  // 8 bytes
 std::string memberKey(MemberIndex member);       // 4 bytes
+std::string leaseKey(uint64_t id);               // 8 bytes
 uint64_t loadBigEndian(std::string_view bytes);  // precondition: size <= 8
 
 // Throws CorruptionError "corrupt record in table T key K: <what>".

@@ -13,6 +13,15 @@ std::optional<std::string> checkBatch(const WriteBatch& batch) {
              std::to_string(MAX_KEY_BYTES) + " bytes";
     }
   }
+  for (const auto& [name, record] : batch.locks) {
+    if (name.empty()) return std::string("empty lock name");
+    if (name.size() > MAX_KEY_BYTES) {
+      return "lock name of " + std::to_string(name.size()) + " bytes starting " +
+             describeKey(std::string_view(name).substr(0, 32)) + " is longer than the limit of " +
+             std::to_string(MAX_KEY_BYTES) + " bytes";
+    }
+  }
+  if (batch.leases.count(0) != 0) return std::string("lease id 0");
   for (const LogEntry& entry : batch.accepted) {
     if (entry.slot == 0) return std::string("log entry for slot 0 (slots start at 1)");
   }

@@ -32,8 +32,13 @@ struct WriteBatch {
   std::map<std::string, std::optional<KeyRecord>> keys;  // nullopt = delete the key
   // De-duplication state, per member: an encoded records::Session (nullopt = delete).
   std::map<MemberIndex, std::optional<std::string>> sessions;
-  // Installing a snapshot: every stored key and session is deleted before `keys` and `sessions`
-  // are written (together with `applied` and `dropLogThrough`, in the same transaction).
+  // Leases by id (an encoded records::Lease) and locks by name (an encoded records::Lock);
+  // nullopt = delete. Lease ids are never 0; lock names obey the key limits.
+  std::map<uint64_t, std::optional<std::string>> leases;
+  std::map<std::string, std::optional<std::string>> locks;
+  // Installing a snapshot: every stored key, session, lease and lock is deleted before `keys`,
+  // `sessions`, `leases` and `locks` are written (together with `applied` and `dropLogThrough`, in
+  // the same transaction).
   bool replaceState = false;
   // The member finished recovering from an empty data dir: clears StartState::recovering for
   // later starts.
@@ -41,7 +46,7 @@ struct WriteBatch {
 
   bool empty() const {
     return !promised && accepted.empty() && !dropLogThrough && !applied && keys.empty() &&
-           sessions.empty() && !replaceState && !recovered;
+           sessions.empty() && leases.empty() && locks.empty() && !replaceState && !recovered;
   }
   void putKey(std::string key, KeyRecord record) { keys[std::move(key)] = std::move(record); }
   void deleteKey(std::string key) { keys[std::move(key)] = std::nullopt; }
@@ -52,8 +57,8 @@ struct WriteBatch {
 // keys from apps must cap them at this (the config's max_key_bytes may not exceed it).
 constexpr size_t MAX_KEY_BYTES = 511;
 
-// A batch that no Store may apply: an empty key, a key longer than MAX_KEY_BYTES, or a log entry
-// for slot 0. A caller bug: commit() throws it before changing anything.
+// A batch that no Store may apply: an empty key or lock name, one longer than MAX_KEY_BYTES, a
+// lease id 0, or a log entry for slot 0. A caller bug: commit() throws it before changing anything.
 class InvalidBatchError : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
@@ -113,6 +118,12 @@ class Store {
   // Every stored session (encoded records::Session).
   virtual void forEachSession(
       const std::function<void(MemberIndex member, std::string_view encoded)>& fn) = 0;
+  // Every stored lease by ascending id (encoded records::Lease).
+  virtual void forEachLease(
+      const std::function<void(uint64_t id, std::string_view encoded)>& fn) = 0;
+  // Every stored lock by name in byte order (encoded records::Lock).
+  virtual void forEachLock(
+      const std::function<void(std::string_view name, std::string_view encoded)>& fn) = 0;
   // Log entries with slot >= from, ascending.
   virtual void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) = 0;
 

@@ -104,6 +104,8 @@ bool holds(const FakeState& state, rpc::Compare::Reader compare) {
       return compareWith(entry.createRevision, target.getCreateRevision(), compare.getOp());
     case rpc::Compare::Target::MOD_REVISION:
       return compareWith(entry.modRevision, target.getModRevision(), compare.getOp());
+    case rpc::Compare::Target::FENCE:
+      return compareWith(uint64_t{0}, target.getFence(), compare.getOp());  // the fake has no locks
   }
   return false;
 }

@@ -437,6 +437,12 @@ class RecordingStore final : public storage::Store {
       const std::function<void(election::MemberIndex, std::string_view)>& fn) override {
     disk.forEachSession(fn);
   }
+  void forEachLease(const std::function<void(uint64_t, std::string_view)>& fn) override {
+    disk.forEachLease(fn);
+  }
+  void forEachLock(const std::function<void(std::string_view, std::string_view)>& fn) override {
+    disk.forEachLock(fn);
+  }
   void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) override {
     disk.forEachLogEntry(from, fn);
   }

@@ -6,8 +6,11 @@
 #include <capnp/serialize.h>
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
+
+#include "tests/election/lease_commands.h"
 
 namespace synod::election {
 namespace {
@@ -129,6 +132,128 @@ TEST_CASE("chunks that do not fit are refused with the reason") {
   // Truncated chunk.
   SnapshotAssembler truncated;
   CHECK(truncated.add(chunks[0].substr(0, chunks[0].size() / 2), 511));
+}
+
+// A state with many leases (some with keys, checkpoints, renewals) and locks with waiters.
+void withLeases(testing::LeaseHarness& h, int leases) {
+  for (int i = 1; i <= leases; ++i) {
+    const uint64_t id = makeLeaseId(i % 3, static_cast<uint64_t>(i));
+    h.ok(h.c.grant(id, 1000 + i, i % 2 == 0, 100 + i, 1000));
+    h.ok(h.c.put("svc/" + std::to_string(i), "addr", id));
+    if (i % 3 == 0) h.ok(h.c.renew({{id, 1}}));
+    if (i % 4 == 0) h.ok(h.c.checkpoint({{id, h.sm.lease(id)->epoch, 500}}));
+    h.ok(h.c.lock("lock/" + std::to_string(i % 10), id, "v" + std::to_string(i)));
+  }
+  h.ok(h.c.put("plain", "x"));
+}
+
+StateMachine assemble(const std::vector<std::string>& chunks) {
+  SnapshotAssembler assembler;
+  for (const auto& chunk : chunks) {
+    auto problem = assembler.add(chunk, 511);
+    REQUIRE_MESSAGE(!problem, *problem);
+  }
+  REQUIRE(assembler.complete());
+  return assembler.take();
+}
+
+TEST_CASE("a snapshot carries leases and locks, spread over bounded chunks") {
+  testing::LeaseHarness h;
+  withLeases(h, 300);
+  auto chunks = encodeSnapshot(h.sm, 4096);
+  CHECK(chunks.size() > 10);
+  size_t chunksWithLeases = 0, chunksWithLocks = 0;
+  for (const auto& chunk : chunks) {
+    CHECK(chunk.size() < 4096 + 2048);
+    auto words = kj::heapArray<capnp::word>(chunk.size() / sizeof(capnp::word));
+    std::memcpy(words.begin(), chunk.data(), chunk.size());
+    capnp::FlatArrayMessageReader message(words);
+    auto root = message.getRoot<records::SnapshotChunk>();
+    chunksWithLeases += root.getLeases().size() > 0;
+    chunksWithLocks += root.getLocks().size() > 0;
+  }
+  CHECK(chunksWithLeases > 1);
+  CHECK(chunksWithLocks >= 1);
+
+  StateMachine copy = assemble(chunks);
+  CHECK(copy.stateDigest() == h.sm.stateDigest());
+  CHECK(copy.leases().leaseCount() == 300);
+  CHECK(copy.leases().lockCount() == 10);
+  CHECK(copy.leases().digest() == h.sm.leases().digest());
+  CHECK(*copy.lease(makeLeaseId(0, 12)) == *h.sm.lease(makeLeaseId(0, 12)));
+  REQUIRE(copy.leases().lock("lock/3") != nullptr);
+  CHECK(copy.leases().lock("lock/3")->waiters == h.sm.leases().lock("lock/3")->waiters);
+  CHECK_FALSE(copy.hasChanges());
+
+  // The copy behaves the same: ending a lease deletes its key and passes its lock on.
+  const uint64_t holder = h.sm.holder("lock/3")->lease;
+  testing::LeaseHarness twin;
+  twin.sm = std::move(copy);
+  const std::string revoke = h.c.revoke(holder);
+  auto original = h.one(revoke);
+  auto replayed = twin.one(revoke);
+  CHECK(replayed.outcome.deleted == 1);
+  CHECK(replayed.events == original.events);
+  CHECK(twin.sm.stateDigest() == h.sm.stateDigest());
+}
+
+// A one-chunk snapshot with the given leases and locks (encoded records) and no keys.
+std::string chunkWith(std::vector<std::string> leases, std::vector<std::string> locks,
+                      std::vector<std::pair<std::string, uint64_t>> keys = {}) {
+  capnp::MallocMessageBuilder message;
+  auto chunk = message.initRoot<records::SnapshotChunk>();
+  chunk.setSlot(5);
+  chunk.setRevision(9);
+  chunk.setCount(1);
+  chunk.setKeyCount(keys.size());
+  auto keyList = chunk.initKeys(static_cast<unsigned>(keys.size()));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    keyList[i].setKey(testing::bytes(keys[i].first));
+    auto record = keyList[i].initRecord();
+    record.setCreateRevision(1);
+    record.setModRevision(1);
+    record.setVersion(1);
+    record.setLease(keys[i].second);
+  }
+  auto leaseList = chunk.initLeases(static_cast<unsigned>(leases.size()));
+  for (size_t i = 0; i < leases.size(); ++i)
+    leaseList.set(static_cast<unsigned>(i), testing::bytes(leases[i]));
+  auto lockList = chunk.initLocks(static_cast<unsigned>(locks.size()));
+  for (size_t i = 0; i < locks.size(); ++i)
+    lockList.set(static_cast<unsigned>(i), testing::bytes(locks[i]));
+  return encodeCommand(message);
+}
+
+TEST_CASE("snapshot leases and locks that do not fit are refused") {
+  auto lease = [](uint64_t counter) {
+    Lease l;
+    l.id = makeLeaseId(1, counter);
+    l.ttlMs = 1000;
+    l.remainingMs = 1000;
+    l.holder.member = 1;
+    return encodeLease(l);
+  };
+  auto lock = [](const std::string& name, uint64_t leaseId) {
+    Lock l;
+    l.holder = LockOwner{leaseId, "", 3};
+    return encodeLock(name, l);
+  };
+  auto problem = [](const std::string& chunk) {
+    SnapshotAssembler assembler;
+    auto refused = assembler.add(chunk, 511);
+    return refused ? *refused : std::string();
+  };
+  const uint64_t L1 = makeLeaseId(1, 1);
+  CHECK(problem(chunkWith({lease(1), lease(2)}, {lock("a", L1), lock("b", L1)},
+                          {{"k", makeLeaseId(1, 2)}})) == "");
+  CHECK(problem(chunkWith({lease(2), lease(1)}, {})) == "snapshot leases out of order");
+  CHECK(problem(chunkWith({lease(1)}, {lock("b", L1), lock("a", L1)})) ==
+        "snapshot locks out of order");
+  CHECK(problem(chunkWith({lease(1)}, {lock("a", makeLeaseId(1, 9))})).find("does not exist") !=
+        std::string::npos);
+  CHECK(problem(chunkWith({lease(1)}, {}, {{"k", makeLeaseId(1, 9)}})).find("does not exist") !=
+        std::string::npos);
+  CHECK(problem(chunkWith({"garbage!"}, {})).find("snapshot chunk refused") != std::string::npos);
 }
 
 }  // namespace

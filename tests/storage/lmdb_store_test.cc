@@ -392,6 +392,8 @@ TEST_CASE("LmdbStore: corrupt log entries, sessions and meta records are named t
     batch.accepted.push_back({41, {1, 0}, {{"fine"}}});
     batch.accepted.push_back({42, {1, 0}, {{"LOG-MARKER-8e1f"}}});
     batch.sessions[3] = std::string("SESSION-MARKER-5b7c");
+    batch.leases[0x1000000000005] = std::string("LEASE-MARKER-c41d");
+    batch.locks["jobs/a"] = std::string("LOCK-MARKER-07aa");
     batch.applied = {{40, 7}};
     store->commit(batch);
   }
@@ -399,6 +401,8 @@ TEST_CASE("LmdbStore: corrupt log entries, sessions and meta records are named t
   std::string dataFile = options.dataDir + "/data.mdb";
   REQUIRE(editEveryOccurrence(dataFile, "LOG-MARKER-8e1f", flip) >= 1);
   REQUIRE(editEveryOccurrence(dataFile, "SESSION-MARKER-5b7c", flip) >= 1);
+  REQUIRE(editEveryOccurrence(dataFile, "LEASE-MARKER-c41d", flip) >= 1);
+  REQUIRE(editEveryOccurrence(dataFile, "LOCK-MARKER-07aa", flip) >= 1);
   {
     auto store = LmdbStore::open(options);
     CHECK(errorOf<CorruptionError>([&] { store->forEachLogEntry(0, [](LogEntry&&) {}); }) ==
@@ -406,6 +410,12 @@ TEST_CASE("LmdbStore: corrupt log entries, sessions and meta records are named t
     CHECK(errorOf<CorruptionError>([&] {
             store->forEachSession([](MemberIndex, std::string_view) {});
           }) == "corrupt record in table \"sessions\" key member 3: checksum mismatch");
+    CHECK(errorOf<CorruptionError>([&] {
+            store->forEachLease([](uint64_t, std::string_view) {});
+          }) == "corrupt record in table \"leases\" key lease 281474976710661: checksum mismatch");
+    CHECK(errorOf<CorruptionError>([&] {
+            store->forEachLock([](std::string_view, std::string_view) {});
+          }) == "corrupt record in table \"locks\" key \"jobs/a\": checksum mismatch");
   }
   // The applied record is the only one holding 40 then 7 as its payload's data words.
   REQUIRE(editEveryOccurrence(dataFile, encodeApplied(40, 7), flip) >= 1);

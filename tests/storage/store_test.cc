@@ -7,6 +7,7 @@
 
 #include "storage/lmdb_store.h"
 #include "storage/memory_store.h"
+#include "tests/election/lease_commands.h"
 #include "tests/storage/temp_dir.h"
 
 namespace synod::storage {
@@ -45,6 +46,21 @@ std::vector<std::pair<MemberIndex, std::string>> allSessions(Store& store) {
   std::vector<std::pair<MemberIndex, std::string>> out;
   store.forEachSession([&](MemberIndex member, std::string_view encoded) {
     out.emplace_back(member, std::string(encoded));
+  });
+  return out;
+}
+
+std::vector<std::pair<uint64_t, std::string>> allLeases(Store& store) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  store.forEachLease(
+      [&](uint64_t id, std::string_view encoded) { out.emplace_back(id, std::string(encoded)); });
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> allLocks(Store& store) {
+  std::vector<std::pair<std::string, std::string>> out;
+  store.forEachLock([&](std::string_view name, std::string_view encoded) {
+    out.emplace_back(std::string(name), std::string(encoded));
   });
   return out;
 }
@@ -165,6 +181,101 @@ TEST_CASE_TEMPLATE("Store: everything committed survives a restart", H, LmdbHarn
   }
 }
 
+TEST_CASE_TEMPLATE("Store: leases and locks survive a restart; later batches replace and delete", H,
+                   LmdbHarness, MemoryHarness) {
+  H harness;
+  const uint64_t big = 0xfedc'ba98'7654'3210ull;  // ids sort numerically, not by their low byte
+  WriteBatch batch;
+  batch.leases[big] = std::string("lease big");
+  batch.leases[0x100] = BINARY_VALUE;
+  batch.leases[2] = std::string("lease 2");
+  batch.locks["job"] = std::string("lock job");
+  batch.locks[BINARY_KEY] = BINARY_VALUE;
+  batch.locks["\xff last"] = std::string("lock ff");
+  harness.get().commit(batch);
+
+  WriteBatch second;
+  second.leases[2] = std::nullopt;
+  second.leases[0x100] = std::string("renewed");
+  second.leases[77] = std::nullopt;  // never existed
+  second.locks["job"] = std::nullopt;
+  second.locks[BINARY_KEY] = std::string("passed on");
+  harness.get().commit(second);
+
+  harness.reopen();
+  Store& store = harness.get();
+  CHECK(allLeases(store) ==
+        std::vector<std::pair<uint64_t, std::string>>{{0x100, "renewed"}, {big, "lease big"}});
+  CHECK(allLocks(store) == std::vector<std::pair<std::string, std::string>>{
+                               {BINARY_KEY, "passed on"}, {"\xff last", "lock ff"}});
+}
+
+// What a member does with the state machine's changes at each group commit, and at start-up.
+void persist(election::StateMachine& sm, Store& store) {
+  election::StateChanges changes = sm.takeChanges();
+  WriteBatch batch;
+  batch.keys = std::move(changes.keys);
+  batch.sessions = std::move(changes.sessions);
+  batch.leases = std::move(changes.leases);
+  batch.locks = std::move(changes.locks);
+  batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
+  store.commit(batch);
+}
+
+election::StateMachine restore(Store& store) {
+  election::StateMachine sm;
+  store.forEachKey([&](std::string_view key, KeyRecord&& record) {
+    sm.restoreKey(std::string(key), std::move(record));
+  });
+  store.forEachSession(
+      [&](MemberIndex member, std::string_view encoded) { sm.restoreSession(member, encoded); });
+  store.forEachLease([&](uint64_t, std::string_view encoded) { sm.restoreLease(encoded); });
+  store.forEachLock([&](std::string_view, std::string_view encoded) { sm.restoreLock(encoded); });
+  sm.restoreApplied(store.startState().appliedSlot, store.startState().revision);
+  return sm;
+}
+
+TEST_CASE_TEMPLATE("Store: a state machine's leases and locks are restored at start-up", H,
+                   LmdbHarness, MemoryHarness) {
+  using election::makeLeaseId;
+  H harness;
+  election::testing::LeaseHarness h;
+  const uint64_t a = makeLeaseId(0, 1), b = makeLeaseId(1, 1), c = makeLeaseId(2, 1);
+  for (uint64_t id : {a, b, c})
+    h.ok(h.c.grant(id, 4000));
+  h.ok(h.c.put("svc/a", "1", a));
+  h.ok(h.c.lock("x", a, "va"));
+  h.ok(h.c.lock("x", b, "vb"));
+  persist(h.sm, harness.get());
+  h.ok(h.c.lock("x", c, "vc"));
+  h.ok(h.c.renew({{b, 1}}));
+  h.ok(h.c.checkpoint({{c, 1, 1500}}));
+  persist(h.sm, harness.get());
+
+  harness.reopen();
+  election::testing::LeaseHarness twin;
+  twin.sm = restore(harness.get());
+  CHECK_FALSE(twin.sm.checkLeaseReferences());
+  CHECK(twin.sm.stateDigest() == h.sm.stateDigest());
+  CHECK(*twin.sm.lease(b) == *h.sm.lease(b));
+  CHECK(twin.sm.lease(c)->remainingMs == 1500);
+  CHECK(twin.sm.holder("x")->lease == a);
+
+  // Both end lease a alike; its deletion reaches the store.
+  const std::string revoke = h.c.revoke(a);
+  auto original = h.one(revoke);
+  auto restored = twin.one(revoke);
+  CHECK(restored.events == original.events);
+  CHECK(twin.sm.stateDigest() == h.sm.stateDigest());
+  persist(twin.sm, harness.get());
+  harness.reopen();
+  election::StateMachine again = restore(harness.get());
+  CHECK(again.lease(a) == nullptr);
+  CHECK(again.get("svc/a") == nullptr);
+  CHECK(again.holder("x")->lease == b);
+  CHECK(again.stateDigest() == h.sm.stateDigest());
+}
+
 TEST_CASE_TEMPLATE("Store: the incarnation grows with every start and is never reused", H,
                    LmdbHarness, MemoryHarness) {
   H harness;
@@ -205,6 +316,9 @@ TEST_CASE_TEMPLATE("Store: replaceState swaps the whole map and sessions in one 
   before.putKey("b", KeyRecord{"2", 2, 2, 1, 0});
   before.sessions[1] = std::string("session-1");
   before.sessions[2] = std::string("session-2");
+  before.leases[5] = std::string("lease-5");
+  before.leases[6] = std::string("lease-6");
+  before.locks["l1"] = std::string("lock-1");
   before.accepted.push_back(entry(1, {1, 0}, {"x"}));
   before.accepted.push_back(entry(2, {1, 0}, {"y"}));
   before.accepted.push_back(entry(9, {1, 0}, {"z"}));
@@ -215,6 +329,8 @@ TEST_CASE_TEMPLATE("Store: replaceState swaps the whole map and sessions in one 
   snapshot.replaceState = true;
   snapshot.putKey("c", KeyRecord{"3", 7, 7, 1, 0});
   snapshot.sessions[2] = std::string("session-2-new");
+  snapshot.leases[6] = std::string("lease-6-new");
+  snapshot.locks["l2"] = std::string("lock-2");
   snapshot.applied = std::make_pair(Slot{8}, uint64_t{7});
   snapshot.dropLogThrough = 8;
   store.commit(snapshot);
@@ -226,6 +342,10 @@ TEST_CASE_TEMPLATE("Store: replaceState swaps the whole map and sessions in one 
   auto sessions = allSessions(after);
   REQUIRE(sessions.size() == 1);
   CHECK(sessions[0] == std::make_pair(MemberIndex{2}, std::string("session-2-new")));
+  CHECK(allLeases(after) ==
+        std::vector<std::pair<uint64_t, std::string>>{{6, std::string("lease-6-new")}});
+  CHECK(allLocks(after) ==
+        std::vector<std::pair<std::string, std::string>>{{"l2", std::string("lock-2")}});
   CHECK(after.startState().appliedSlot == 8);
   CHECK(after.startState().revision == 7);
   CHECK(slotsFrom(after, 0) == std::vector<Slot>{9});  // the vote above the snapshot stays
@@ -256,6 +376,8 @@ TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, Mem
   bad.putKey("aaa-valid-and-first", {"v", 2, 2, 1, 0});
   bad.deleteKey("kept");
   bad.sessions[1] = std::string("s");
+  bad.leases[3] = std::string("lease");
+  bad.locks["aaa"] = std::string("lock");
 
   std::string expected;
   SUBCASE("empty key") {
@@ -269,6 +391,18 @@ TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, Mem
   SUBCASE("deleting an over-long key") {
     bad.deleteKey("zzz" + std::string(MAX_KEY_BYTES, 'k'));
     expected = "longer than the limit of 511 bytes";
+  }
+  SUBCASE("empty lock name") {
+    bad.locks[""] = std::string("l");
+    expected = "empty lock name";
+  }
+  SUBCASE("lock name longer than LMDB allows") {
+    bad.locks[std::string(MAX_KEY_BYTES + 1, 'n')] = std::nullopt;
+    expected = "lock name of 512 bytes";
+  }
+  SUBCASE("lease id 0") {
+    bad.leases[0] = std::string("l");
+    expected = "lease id 0";
   }
   SUBCASE("log slot 0") {
     bad.accepted.push_back(entry(0, {9, 9}, {"x"}));
@@ -288,6 +422,8 @@ TEST_CASE_TEMPLATE("Store: a refused batch changes nothing", H, LmdbHarness, Mem
   CHECK(allKeys(store) ==
         std::vector<std::pair<std::string, KeyRecord>>{{"kept", {"v", 1, 1, 1, 0}}});
   CHECK(allSessions(store).empty());
+  CHECK(allLeases(store).empty());
+  CHECK(allLocks(store).empty());
   CHECK(logFrom(store, 0).empty());
 
   // The longest allowed key is fine.
