@@ -87,6 +87,12 @@ void Node::loadState() {
   store_.forEachSession([&](MemberIndex member, std::string_view encoded) {
     state_.restoreSession(member, encoded);
   });
+  store_.forEachLease([&](uint64_t, std::string_view encoded) { state_.restoreLease(encoded); });
+  store_.forEachLock(
+      [&](std::string_view, std::string_view encoded) { state_.restoreLock(encoded); });
+  if (auto problem = state_.checkLeaseReferences()) {
+    throw storage::CorruptionError("stored state is inconsistent: " + *problem);
+  }
   state_.restoreApplied(start.appliedSlot, start.revision);
   materializedSlot_ = start.appliedSlot;
 
@@ -356,6 +362,8 @@ void Node::persist() {
     election::StateChanges changes = state_.takeChanges();
     batch.keys = std::move(changes.keys);
     batch.sessions = std::move(changes.sessions);
+    batch.leases = std::move(changes.leases);
+    batch.locks = std::move(changes.locks);
     batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
     materialized = changes.appliedSlot;
   }

@@ -92,6 +92,11 @@ void Node::maybeInstallSnapshot() {
   fresh.forEachSession([&](MemberIndex member, std::string_view encoded) {
     batch.sessions[member] = std::string(encoded);
   });
+  fresh.leases().forEachLease(
+      [&](const election::Lease& lease) { batch.leases[lease.id] = election::encodeLease(lease); });
+  fresh.leases().forEachLock([&](std::string_view name, const election::Lock& lock) {
+    batch.locks[std::string(name)] = election::encodeLock(name, lock);
+  });
   batch.applied = std::make_pair(slot, fresh.revision());
   batch.dropLogThrough = slot;
   batch.recovered = recoveredPending_;

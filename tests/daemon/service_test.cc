@@ -498,6 +498,47 @@ TEST_CASE("acknowledged writes survive a crash at any commit, materialized or no
   CHECK(again.put("c", "3").getHeader().getRevision() == 4);
 }
 
+TEST_CASE("leases and locks are committed by the group commit and restored at start") {
+  storage::MemoryStore store;
+  const uint64_t leaseId = election::makeLeaseId(0, 1);
+  {
+    Fixture f(store);
+    auto write = [&](auto fill) {
+      capnp::MallocMessageBuilder message;
+      fill(message.initRoot<records::Command>());
+      return f.node->write(message, 0).wait(f.io.waitScope);
+    };
+    auto granted = write([&](records::Command::Builder c) {
+      auto op = c.initLeaseGrant();
+      op.setId(leaseId);
+      op.setTtlMs(5000);
+      op.setDetached(true);
+    });
+    REQUIRE(granted.code == StatusCode::OK);
+    auto locked = write([&](records::Command::Builder c) {
+      auto op = c.initLock();
+      op.setName(bytes("web"));
+      op.setLease(leaseId);
+      op.setValue(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("n1"), 2));
+    });
+    REQUIRE(locked.code == StatusCode::OK);
+    CHECK(locked.succeeded);
+    f.put("after", "lock");  // through the RPC path, which runs the loop until all is committed
+    f.settle();
+    CHECK(f.node->state().holder("web").has_value());
+  }
+  store.restart();
+  int storedLocks = 0;
+  store.forEachLock([&](std::string_view, std::string_view) { ++storedLocks; });
+  CHECK(storedLocks == 1);
+  Fixture again(store);
+  REQUIRE(again.node->state().lease(leaseId) != nullptr);
+  auto holder = again.node->state().holder("web");
+  REQUIRE(holder.has_value());
+  CHECK(holder->lease == leaseId);
+  CHECK(again.node->state().checkFence("web", holder->fence));
+}
+
 TEST_CASE("state is materialized and the log compacted once writes stop") {
   storage::MemoryStore store;
   Fixture f(store);

@@ -457,6 +457,10 @@ void Simulator::startNode(uint32_t index, bool fresh) {
   node.store.forEachSession([&](MemberIndex member, std::string_view encoded) {
     node.state->restoreSession(member, encoded);
   });
+  node.store.forEachLease(
+      [&](uint64_t, std::string_view encoded) { node.state->restoreLease(encoded); });
+  node.store.forEachLock(
+      [&](std::string_view, std::string_view encoded) { node.state->restoreLock(encoded); });
   node.state->restoreApplied(node.store.appliedSlot(), node.store.revision());
   node.applied = state.appliedSlot;
   node.core = std::make_unique<Replica>(coreOptions(index), state, *node.prng);
@@ -711,6 +715,8 @@ void Simulator::persisted(uint32_t index) {
     election::StateChanges changes = node.state->takeChanges();
     batch.keys = std::move(changes.keys);
     batch.sessions = std::move(changes.sessions);
+    batch.leases = std::move(changes.leases);
+    batch.locks = std::move(changes.locks);
     batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
   }
   if (batch.promised) {
@@ -914,6 +920,11 @@ void Simulator::snapshotArrived(const Event& event) {
   });
   state->forEachSession([&](MemberIndex member, std::string_view encoded) {
     batch.sessions[member] = std::string(encoded);
+  });
+  state->leases().forEachLease(
+      [&](const election::Lease& lease) { batch.leases[lease.id] = election::encodeLease(lease); });
+  state->leases().forEachLock([&](std::string_view name, const election::Lock& lock) {
+    batch.locks[std::string(name)] = election::encodeLock(name, lock);
   });
   batch.applied = std::make_pair(slot, state->revision());
   batch.dropLogThrough = slot;
