@@ -222,7 +222,9 @@ void encodeReport(peer::MemberReport::Builder out, const MemberReport& m) {
            (static_cast<unsigned char>(m.recoveryStage[stageBytes]) & 0xc0) == 0x80)
       --stageBytes;
   }
-  out.setRecoveryStage(capnp::Text::Reader(m.recoveryStage.data(), stageBytes));
+  // A Text::Reader must end in a NUL: copy the cut prefix rather than point into the string.
+  const std::string stage = m.recoveryStage.substr(0, stageBytes);
+  out.setRecoveryStage(capnp::Text::Reader(stage.c_str(), stage.size()));
   if (m.snapshotFrom) {
     out.getSnapshotFrom().setMember(*m.snapshotFrom);
   } else {
