@@ -8,6 +8,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "election/hash.h"
 #include "rpc_schema/records.capnp.h"
 
 namespace synod::election {
@@ -35,38 +36,10 @@ std::string flatten(capnp::MessageBuilder& message) {
   return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
 }
 
-// The same hash construction as keyDigest (state_machine.cc).
-constexpr uint64_t FNV_OFFSET_BASIS = 0xcbf29ce484222325ull;
-constexpr uint64_t FNV_PRIME = 0x100000001b3ull;
-
-uint64_t fnv1a(uint64_t hash, std::string_view bytes) {
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= FNV_PRIME;
-  }
-  return hash;
-}
-
-uint64_t fnv1a(uint64_t hash, uint64_t number) {
-  for (int i = 0; i < 8; ++i) {
-    hash ^= (number >> (8 * i)) & 0xff;
-    hash *= FNV_PRIME;
-  }
-  return hash;
-}
-
-uint64_t fnv1aBytes(uint64_t hash, std::string_view bytes) {
-  return fnv1a(fnv1a(hash, uint64_t{bytes.size()}), bytes);
-}
-
-uint64_t fmix64(uint64_t k) {
-  k ^= k >> 33;
-  k *= 0xff51afd7ed558ccdull;
-  k ^= k >> 33;
-  k *= 0xc4ceb9fe1a85ec53ull;
-  k ^= k >> 33;
-  return k;
-}
+using hash::fmix64;
+using hash::fnv1a;
+using hash::fnv1aBytes;
+using hash::FNV_OFFSET_BASIS;
 
 uint64_t ownerHash(uint64_t hash, const LockOwner& owner) {
   hash = fnv1a(hash, owner.lease);

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "election/hash.h"
+
 namespace synod::election {
 
 namespace {
@@ -274,34 +276,9 @@ std::optional<CommandId> commandIdOf(std::string_view encoded) {
 
 namespace {
 
-constexpr uint64_t FNV_OFFSET_BASIS = 0xcbf29ce484222325ull;
-constexpr uint64_t FNV_PRIME = 0x100000001b3ull;
-
-uint64_t fnv1a(uint64_t hash, std::string_view bytes) {
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= FNV_PRIME;
-  }
-  return hash;
-}
-
-uint64_t fnv1a(uint64_t hash, uint64_t number) {
-  for (int i = 0; i < 8; ++i) {
-    hash ^= (number >> (8 * i)) & 0xff;
-    hash *= FNV_PRIME;
-  }
-  return hash;
-}
-
-// MurmurHash3's 64-bit finalizer.
-uint64_t fmix64(uint64_t k) {
-  k ^= k >> 33;
-  k *= 0xff51afd7ed558ccdull;
-  k ^= k >> 33;
-  k *= 0xc4ceb9fe1a85ec53ull;
-  k ^= k >> 33;
-  return k;
-}
+using hash::fmix64;
+using hash::fnv1a;
+using hash::FNV_OFFSET_BASIS;
 
 }  // namespace
 
