@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include "election/hash.h"
 #include "rpc_schema/records.capnp.h"
@@ -209,6 +210,12 @@ void LeaseTable::putLease(const Lease& lease, bool dirty) {
   }
   digest_ += leaseDigest(lease);
   if (dirty) dirtyLeases_.insert(lease.id);
+  if (touchedSet_.insert(lease.id).second) touched_.push_back(lease.id);
+}
+
+std::vector<uint64_t> LeaseTable::takeTouched() {
+  touchedSet_.clear();
+  return std::exchange(touched_, {});
 }
 
 void LeaseTable::eraseLease(uint64_t id) {
@@ -217,6 +224,7 @@ void LeaseTable::eraseLease(uint64_t id) {
   digest_ -= leaseDigest(it->second);
   leases_.erase(it);
   dirtyLeases_.insert(id);
+  if (touchedSet_.insert(id).second) touched_.push_back(id);
 }
 
 void LeaseTable::indexLock(std::string_view name, const Lock& lock, bool add) {

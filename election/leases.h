@@ -136,6 +136,9 @@ class LeaseTable {
   std::map<uint64_t, std::optional<std::string>> takeDirtyLeases();
   std::map<std::string, std::optional<std::string>> takeDirtyLocks();
   bool hasDirty() const { return !dirtyLeases_.empty() || !dirtyLocks_.empty(); }
+  // Ids of the leases put or erased since the last take, in the order first touched (for the
+  // leader's lease clocks, election/lease_clock.h). Restores count too.
+  std::vector<uint64_t> takeTouched();
 
  private:
   void indexLock(std::string_view name, const Lock& lock, bool add);
@@ -147,6 +150,8 @@ class LeaseTable {
   uint64_t digest_ = 0;
   std::set<uint64_t> dirtyLeases_;
   std::set<std::string, std::less<>> dirtyLocks_;
+  std::vector<uint64_t> touched_;
+  std::set<uint64_t> touchedSet_;
 };
 
 }  // namespace synod::election

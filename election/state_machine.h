@@ -152,6 +152,8 @@ class StateMachine {
   // --- Leases and locks ---
   const Lease* lease(uint64_t id) const { return leases_.lease(id); }
   const LeaseTable& leases() const { return leases_; }
+  // Leases granted, renewed, checkpointed or ended since the last call (LeaseTable::takeTouched).
+  std::vector<uint64_t> takeTouchedLeases() { return leases_.takeTouched(); }
   // The highest lease id counter granted for `member` so far: its next grant must use a larger one.
   uint64_t leaseCounter(MemberIndex member) const;
   // The current holder of lock `name`, with its lease's holder.

@@ -100,6 +100,8 @@ struct Txn {
 interface Synod {
   kv @0 () -> (kv :Kv);
   admin @1 () -> (admin :Admin);
+  leases @2 () -> (leases :Leases);
+  locks @3 () -> (locks :Locks);
 }
 
 interface Kv {
@@ -200,4 +202,121 @@ interface Admin {
   # status is ok whether or not the member is ready.
   health @2 (timeoutMs :UInt32)
       -> (status :Status, header :Header, live :Bool, ready :Bool, reason :Text);
+}
+
+# ---------------------------------------------------------------------------------------------
+# Leases, locks and elections (ARCHITECTURE.md "Leases, locks, elections").
+#
+# Time: `remainingMs` is always conservative and counted on this host from the moment the daemon
+# sent the last renewal that the group committed (never from its arrival), shortened by the drift
+# bound. A client counts it from when it *sent* its request, so its own deadline is earlier still.
+
+struct LeaseOptions {
+  # Survives the connection (and the Lease capability): ends only by TTL or revoke, and can be
+  # re-attached by id from a new connection. Otherwise the lease is bound to this connection: when
+  # the connection closes or the Lease capability is dropped, the daemon revokes it at once, after
+  # `lockDelayMs`.
+  detached @0 :Bool;
+  # Delay between the disconnect of a connection-bound lease and its revoke, so that a crashed
+  # holder's in-flight writes land before its locks pass on. -1 = the config's lock_delay_ms.
+  lockDelayMs @1 :Int32 = -1;
+}
+
+struct LeaseHolderInfo {
+  member @0 :Text;  # the member the holder's connection is (or was) to
+  pid @1 :Int32;    # SO_PEERCRED of the granting connection
+  uid @2 :UInt32;
+}
+
+struct LeaseInfo {
+  id @0 :UInt64;
+  ttlMs @1 :UInt64;
+  # How long the lease is certainly still alive, from when the daemon answered: counted from the
+  # send time of its last committed renewal when it is held through this member, otherwise the
+  # group's recorded remainder (an upper estimate elsewhere; see `local`).
+  remainingMs @2 :UInt64;
+  fence @3 :UInt64;       # the revision at which it was granted
+  holder @4 :LeaseHolderInfo;
+  detached @5 :Bool;
+  local @6 :Bool;         # held through this member (its renewals come from here)
+  attached @7 :Bool;      # a connection to this member holds a Lease capability for it
+  epoch @8 :UInt64;       # renewals so far + 1
+  keys @9 :UInt64;        # keys attached to it
+  locks @10 :List(Data);  # names of the locks it holds or waits for
+}
+
+# An app's handle on one lease. Dropping it (or closing the connection) revokes a connection-bound
+# lease; a detached one lives on.
+interface Lease {
+  # Says the app is alive. Absorbed by this member, which renews its leases in one batched
+  # command; answers at once with how long the lease is safe (see LeaseInfo.remainingMs).
+  # notFound when the lease has ended.
+  keepAlive @0 () -> (status :Status, header :Header, remainingMs :UInt64, ttlMs :UInt64);
+  revoke @1 (timeoutMs :UInt32) -> (status :Status, header :Header);
+  info @2 (timeoutMs :UInt32) -> (status :Status, header :Header, info :LeaseInfo);
+}
+
+interface Leases {
+  # ttlMs must be within lease_ttl_min_ms .. lease_ttl_max_ms (invalidArgument otherwise; never
+  # clamped). Answers once the grant is applied here.
+  grant @0 (ttlMs :UInt64, options :LeaseOptions, timeoutMs :UInt32)
+      -> (status :Status, header :Header, lease :Lease, info :LeaseInfo);
+  # A Lease capability for an existing lease held through this member (a detached one, or one
+  # whose connection is gone and not yet revoked). notFound when it has ended; invalidArgument
+  # when it is held through another member.
+  attach @1 (id :UInt64, timeoutMs :UInt32)
+      -> (status :Status, header :Header, lease :Lease, info :LeaseInfo);
+  # Every lease of the group, ascending id.
+  list @2 (timeoutMs :UInt32, serializable :Bool)
+      -> (status :Status, header :Header, leases :List(LeaseInfo));
+  info @3 (id :UInt64, timeoutMs :UInt32, serializable :Bool)
+      -> (status :Status, header :Header, info :LeaseInfo);
+  # Ends any lease at once: its keys are deleted and its locks pass on. notFound when none.
+  revoke @4 (id :UInt64, timeoutMs :UInt32) -> (status :Status, header :Header);
+}
+
+struct LockHolder {
+  lease @0 :UInt64;
+  value @1 :Data;   # the election value; empty for a plain lock
+  fence @2 :UInt64; # the revision of the grant
+  holder @3 :LeaseHolderInfo;
+}
+
+# Told every change of one lock's holder, in order, from the holder at the time of observe on.
+interface LockObserver {
+  # hasHolder false: the lock is free (`holder` unset) at `revision`.
+  changed @0 (hasHolder :Bool, holder :LockHolder, revision :UInt64) -> ();
+}
+
+# Dropping it stops the observation.
+interface Observation {
+  cancel @0 () -> ();
+}
+
+interface Locks {
+  # Takes lock `name` for `lease`. `wait` false (tryLock): compareFailed at once when it is held
+  # by another lease. `wait` true: queues FIFO and answers once granted. Either way, `fence` is
+  # the grant's fence. A wait fails at once (notFound) when the lease ends, and with timeout after
+  # timeoutMs (0 = no deadline), leaving the queue. A lease that already holds the lock gets its
+  # current fence.
+  lock @0 (name :Data, lease :UInt64, wait :Bool, timeoutMs :UInt32)
+      -> (status :Status, header :Header, fence :UInt64);
+  # An election: lock with a value, FIFO among the candidates.
+  campaign @1 (name :Data, value :Data, lease :UInt64, timeoutMs :UInt32)
+      -> (status :Status, header :Header, fence :UInt64);
+  # unlock / resign: the lease gives up the lock or leaves its queue. notFound when it has neither.
+  unlock @2 (name :Data, lease :UInt64, timeoutMs :UInt32) -> (status :Status, header :Header);
+  # The holder replaces its value; the fence stays. notFound when `lease` does not hold it.
+  proclaim @3 (name :Data, lease :UInt64, value :Data, timeoutMs :UInt32)
+      -> (status :Status, header :Header);
+  # The current holder; notFound when the lock is free.
+  leader @4 (name :Data, timeoutMs :UInt32, serializable :Bool)
+      -> (status :Status, header :Header, holder :LockHolder);
+  # Whether `fence` is the current holder's fence.
+  checkFence @5 (name :Data, fence :UInt64, timeoutMs :UInt32, serializable :Bool)
+      -> (status :Status, header :Header, current :Bool, holder :LockHolder, hasHolder :Bool);
+  # Calls `observer` with the current holder (or none) at once, then on every change in order,
+  # served by this member's replica. Ends when the Observation or the connection is dropped.
+  observe @6 (name :Data, observer :LockObserver)
+      -> (status :Status, header :Header, observation :Observation);
 }

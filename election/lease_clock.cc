@@ -1,0 +1,251 @@
+#include "election/lease_clock.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace synod::election {
+
+namespace {
+
+Nanos msToNanos(uint64_t ms) {
+  return static_cast<Nanos>(std::min<uint64_t>(ms, uint64_t{1} << 40)) * NANOS_PER_MS;
+}
+
+}  // namespace
+
+// --- LeaseExpirer ----------------------------------------------------------------------------
+
+LeaseExpirer::LeaseExpirer(LeaseClockOptions options, LeaseRuleBreaker breaker)
+    : options_(options), breaker_(breaker) {}
+
+Nanos LeaseExpirer::scaled(uint64_t ms) const {
+  const double margin =
+      breaker_ == LeaseRuleBreaker::NO_DRIFT_MARGIN ? 1.0 : 1.0 + options_.maxClockDrift;
+  return static_cast<Nanos>(std::ceil(static_cast<double>(msToNanos(ms)) * margin));
+}
+
+void LeaseExpirer::start(const Lease& lease, uint64_t remainingMs, Nanos now) {
+  erase(lease.id);
+  Clock clock;
+  clock.epoch = lease.epoch;
+  clock.ttlMs = lease.ttlMs;
+  clock.deadline = now + scaled(std::min(remainingMs, lease.ttlMs));
+  clock.measuredAt = now;
+  clocks_.emplace(lease.id, clock);
+  byDeadline_.emplace(clock.deadline, lease.id);
+}
+
+void LeaseExpirer::erase(uint64_t id) {
+  auto it = clocks_.find(id);
+  if (it == clocks_.end()) return;
+  byDeadline_.erase({it->second.deadline, id});
+  clocks_.erase(it);
+}
+
+void LeaseExpirer::onApplied(const LeaseTable& table, const std::vector<uint64_t>& touched,
+                             Nanos now) {
+  if (!counting_) return;
+  for (uint64_t id : touched) {
+    const Lease* lease = table.lease(id);
+    if (lease == nullptr) {
+      erase(id);
+      continue;
+    }
+    auto it = clocks_.find(id);
+    if (it == clocks_.end()) {
+      start(*lease, lease->remainingMs, now);  // granted
+      continue;
+    }
+    if (it->second.epoch == lease->epoch) {
+      // A checkpoint at the epoch this leader counts (its own, or an older leader's that it
+      // already counted from its takeover): its own clock is at least as late; keep it. The
+      // remainder in the log is fresh again, though.
+      it->second.measuredAt = std::max(it->second.measuredAt, it->second.checkpointProposedAt);
+      it->second.checkpointProposedAt = -1;
+      continue;
+    }
+    if (breaker_ == LeaseRuleBreaker::RENEWAL_IGNORED) {
+      it->second.epoch = lease->epoch;
+      continue;
+    }
+    start(*lease, lease->remainingMs, now);  // renewed: a full TTL from now
+  }
+}
+
+LeaseExpirer::Due LeaseExpirer::tick(const LeaseTable& table, bool leading, Ballot ballot,
+                                     Nanos now) {
+  Due due;
+  if (!leading) {
+    // Not leading, or the leader lease lapsed. Under a new ballot the clocks start over; under the
+    // same one they keep counting (a lapse is not a takeover) but nothing is proposed.
+    if (ballot_ && *ballot_ != ballot) {
+      counting_ = false;
+      ballot_.reset();
+      clocks_.clear();
+      byDeadline_.clear();
+    }
+    return due;
+  }
+  if (!counting_ || !ballot_ || *ballot_ != ballot) {
+    // Takeover: every lease counts its recorded remainder from now.
+    clocks_.clear();
+    byDeadline_.clear();
+    table.forEachLease([&](const Lease& lease) { start(lease, lease.remainingMs, now); });
+    counting_ = true;
+    ballot_ = ballot;
+    nextCheckpointAt_ = now + options_.checkpointIntervalNs / 2;
+  }
+  for (auto it = byDeadline_.begin(); it != byDeadline_.end() && it->first <= now; ++it) {
+    if (due.expire.size() >= options_.maxEntriesPerCommand) break;
+    Clock& clock = clocks_.at(it->second);
+    if (clock.expireProposedAt >= 0 && now - clock.expireProposedAt < options_.retryNs) continue;
+    clock.expireProposedAt = now;
+    due.expire.push_back({it->second, clock.epoch});
+  }
+  if (now >= nextCheckpointAt_) {
+    // Leases whose remainder in the log is staler than half the interval: with a tick every half
+    // interval, no remainder in the log is ever staler than the interval (plus a commit).
+    const Nanos stale = options_.checkpointIntervalNs / 2;
+    bool complete = true;
+    for (auto& [id, clock] : clocks_) {
+      if (clock.deadline <= now) continue;  // expiring
+      if (now - clock.measuredAt < stale) continue;
+      if (clock.checkpointProposedAt >= 0 && now - clock.checkpointProposedAt < options_.retryNs)
+        continue;
+      if (due.checkpoint.size() >= options_.maxEntriesPerCommand) {
+        complete = false;
+        break;
+      }
+      // The deadline is `left` away on this clock, at most left / (1 - d) in real time; the
+      // holder's real deadline is no later (and never more than a TTL away).
+      const Nanos left = clock.deadline - now;
+      const double real = static_cast<double>(left) / (1.0 - options_.maxClockDrift);
+      uint64_t remainingMs =
+          std::min<uint64_t>(clock.ttlMs, static_cast<uint64_t>(std::ceil(real / NANOS_PER_MS)));
+      if (breaker_ == LeaseRuleBreaker::CHECKPOINT_SHORT) remainingMs /= 2;
+      clock.checkpointProposedAt = now;
+      due.checkpoint.push_back({id, clock.epoch, remainingMs});
+    }
+    nextCheckpointAt_ = complete ? now + options_.checkpointIntervalNs / 2 : now;
+  }
+  return due;
+}
+
+std::optional<Nanos> LeaseExpirer::nextDue() const {
+  if (!counting_ || clocks_.empty()) return std::nullopt;
+  return std::min(byDeadline_.begin()->first, nextCheckpointAt_);
+}
+
+std::optional<Nanos> LeaseExpirer::deadline(uint64_t id) const {
+  auto it = clocks_.find(id);
+  if (it == clocks_.end()) return std::nullopt;
+  return it->second.deadline;
+}
+
+// --- LeaseRenewer ----------------------------------------------------------------------------
+
+LeaseRenewer::LeaseRenewer(LeaseClockOptions options) : options_(options) {}
+
+void LeaseRenewer::track(uint64_t id, uint64_t ttlMs, Nanos sentAt) {
+  Local local;
+  local.ttlMs = ttlMs;
+  local.committedSentAt = sentAt;
+  local.aliveAt = sentAt;
+  leases_[id] = local;
+}
+
+void LeaseRenewer::forget(uint64_t id) {
+  leases_.erase(id);
+}
+
+bool LeaseRenewer::keepAlive(uint64_t id, Nanos now) {
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return false;
+  it->second.aliveAt = std::max(it->second.aliveAt, now);
+  return true;
+}
+
+Nanos LeaseRenewer::dueAt(const Local& local) const {
+  return local.committedSentAt +
+         static_cast<Nanos>(static_cast<double>(msToNanos(local.ttlMs)) * options_.renewFraction);
+}
+
+std::optional<LeaseRenewer::Batch> LeaseRenewer::takeBatch(const LeaseTable& table, Nanos now) {
+  if (outstanding_) return std::nullopt;
+  if (lastBatchAt_ >= 0 && now - lastBatchAt_ < options_.minBatchIntervalNs) return std::nullopt;
+  Batch batch;
+  batch.sentAt = now;
+  Outstanding out;
+  bool anyDue = false;
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    const Lease* lease = table.lease(it->first);
+    if (lease == nullptr) {
+      it = leases_.erase(it);
+      continue;
+    }
+    Local& local = it->second;
+    // Kept alive since its last renewal left, and due now or within the next batch interval (so
+    // that leases close to due ride along instead of needing a batch of their own).
+    if (local.aliveAt > local.committedSentAt &&
+        dueAt(local) <= now + options_.minBatchIntervalNs &&
+        batch.renewals.size() < options_.maxEntriesPerCommand) {
+      anyDue = anyDue || dueAt(local) <= now;
+      batch.renewals.emplace_back(it->first, lease->epoch);
+    }
+    ++it;
+  }
+  if (!anyDue) return std::nullopt;
+  batch.number = nextBatch_++;
+  out.number = batch.number;
+  out.sentAt = now;
+  for (const auto& [id, epoch] : batch.renewals) {
+    out.ids.push_back(id);
+    leases_.at(id).includedSentAt = now;
+  }
+  outstanding_ = std::move(out);
+  lastBatchAt_ = now;
+  return batch;
+}
+
+void LeaseRenewer::batchApplied(uint64_t number, const std::vector<uint64_t>& missing) {
+  if (!outstanding_ || outstanding_->number != number) return;
+  for (uint64_t id : outstanding_->ids) {
+    auto it = leases_.find(id);
+    if (it == leases_.end()) continue;
+    it->second.committedSentAt = std::max(it->second.committedSentAt, outstanding_->sentAt);
+    it->second.includedSentAt = -1;
+  }
+  for (uint64_t id : missing)
+    leases_.erase(id);
+  outstanding_.reset();
+}
+
+void LeaseRenewer::batchFailed(uint64_t number) {
+  if (!outstanding_ || outstanding_->number != number) return;
+  for (uint64_t id : outstanding_->ids) {
+    auto it = leases_.find(id);
+    if (it != leases_.end()) it->second.includedSentAt = -1;
+  }
+  outstanding_.reset();
+}
+
+std::optional<Nanos> LeaseRenewer::safeUntil(uint64_t id) const {
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return std::nullopt;
+  const Local& local = it->second;
+  return local.committedSentAt + static_cast<Nanos>(static_cast<double>(msToNanos(local.ttlMs)) *
+                                                    (1.0 - options_.maxClockDrift));
+}
+
+std::optional<Nanos> LeaseRenewer::nextDue() const {
+  std::optional<Nanos> next;
+  for (const auto& [id, local] : leases_) {
+    if (local.aliveAt <= local.committedSentAt || local.includedSentAt >= 0) continue;
+    Nanos at = dueAt(local);
+    if (!next || at < *next) next = at;
+  }
+  if (next && lastBatchAt_ >= 0) next = std::max(*next, lastBatchAt_ + options_.minBatchIntervalNs);
+  return next;
+}
+
+}  // namespace synod::election
