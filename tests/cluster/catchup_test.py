@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 
-from harness import Ctl, Daemon, check, main, wait_until
+import harness
+from harness import check, main, wait_until
 
 BENCH = sys.argv[4] if len(sys.argv) > 4 else None
 PORT_BASE = 23000 + (os.getpid() % 400) * 10
@@ -27,72 +28,15 @@ CATCHUP_WRITES = int(os.environ.get("SYNOD_CATCHUP_WRITES", "10000"))
 FILE_WRITES = int(os.environ.get("SYNOD_FILE_WRITES", "30000"))
 
 
-class Group:
+class Group(harness.Group):
+    """A group of 3 with a short log retention, and synod-bench to write a lot."""
+
     def __init__(self, synod, synodctl, workdir, n=3):
-        self.synodctl, self.workdir = synodctl, workdir
-        self.names = [f"n{k}" for k in range(1, n + 1)]
-        self.daemons = {}
-        for k, name in enumerate(self.names, start=1):
-            config = workdir.file(f"{name}.yaml")
-            with open(config, "w") as f:
-                f.write(f"cluster_id: catchup\nnode: {name}\npeers:\n")
-                for j, other in enumerate(self.names, start=1):
-                    f.write(f"  {other}: 127.0.0.1:{PORT_BASE + j}\n")
-                f.write(f"data_dir: {self.data_dir(name)}\n")
-                f.write(f"socket: {workdir.file(name, 'synod.sock')}\n")
-                f.write(f"log_retention_slots: {RETENTION}\n")
-            self.daemons[name] = Daemon(synod, config, workdir.file(name, "synod.sock"))
-
-    def data_dir(self, name):
-        return self.workdir.file(name, "data")
-
-    def ctl(self, name):
-        return Ctl(self.synodctl, self.daemons[name].socket)
-
-    def start(self, *names):
-        for name in names or self.names:
-            self.daemons[name].start()
-
-    def status(self, name):
-        rc, reply = self.ctl(name).run("--timeout", "1000", "status", timeout_s=10)
-        return reply if rc == 0 else None
+        super().__init__(synod, synodctl, workdir, n, cluster_id="catchup",
+                         extra=f"log_retention_slots: {RETENTION}\n", port_base=PORT_BASE)
 
     def wait_leader(self, among):
-        """The leader every member of `among` names, once they agree on one of them."""
-        def agreed():
-            seen = set()
-            for name in among:
-                s = self.status(name)
-                if not s or not s.get("leader"):
-                    return None
-                seen.add(s["leader"])
-            return seen.pop() if len(seen) == 1 and seen <= set(among) else None
-        return wait_until(agreed, 30, f"{among} to agree on a leader")
-
-    def wait_agree(self, names=None, timeout_s=60):
-        """Until every member applied the same slot and holds the same state digest."""
-        names = names or self.names
-
-        def agreed():
-            views = [self.status(name) for name in names]
-            if any(v is None for v in views):
-                return None
-            slots = {v["appliedSlot"] for v in views}
-            digests = {v["stateDigest"] for v in views}
-            if len(slots) == 1 and len(digests) == 1:
-                return (slots.pop(), digests.pop())
-            return None
-        return wait_until(agreed, timeout_s, f"{names} to apply the same slot with one digest")
-
-    def put(self, via, key, value):
-        rc, reply = self.ctl(via).run("put", key, value)
-        check(rc == 0, f"put {key} via {via}: {rc} {reply}")
-
-    def get(self, via, key, serializable=False):
-        args = ["get", key] + (["--serializable"] if serializable else [])
-        rc, reply = self.ctl(via).run(*args)
-        check(rc == 0, f"get {key} via {via}: {rc} {reply}")
-        return reply["value"]
+        return self.leader(among, timeout_s=30, within=True)
 
     def bench(self, members, seconds, keys=1000, clients=16):
         sockets = []
@@ -106,11 +50,6 @@ class Group:
         runs = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
         check(runs and all(r["failed"] == 0 for r in runs), f"synod-bench writes failed: {runs}")
         return sum(r["ok"] for r in runs)
-
-    def stop_all(self):
-        for d in self.daemons.values():
-            if d.proc and d.proc.poll() is None:
-                d.stop()
 
 
 def wipe(group, name):

@@ -4,7 +4,6 @@ killed, restarted and paused, histories checked for per-key linearizability with
 
 usage: group_test.py SYNOD SYNODCTL [TEST-NAME|''] SYNOD_LINCHECK
 """
-import os
 import random
 import signal
 import subprocess
@@ -12,69 +11,9 @@ import sys
 import threading
 import time
 
-from harness import Daemon, Shell, check, main, wait_until
+from harness import Group, Shell, check, main, wait_until
 
 LINCHECK = sys.argv[4] if len(sys.argv) > 4 else None
-# Peer ports: a block per test process so parallel runs of other suites never collide.
-PORT_BASE = 21000 + (os.getpid() % 400) * 10
-
-
-class Group:
-    """Members n1..nN of one group, each with its own data dir and socket."""
-
-    def __init__(self, synod, synodctl, workdir, n):
-        self.synod, self.synodctl, self.workdir, self.n = synod, synodctl, workdir, n
-        self.names = [f"n{k}" for k in range(1, n + 1)]
-        self.daemons = {}
-        for k, name in enumerate(self.names, start=1):
-            config = workdir.file(f"{name}.yaml")
-            with open(config, "w") as f:
-                f.write("cluster_id: grouptest\n")
-                f.write(f"node: {name}\n")
-                f.write("peers:\n")
-                for j, other in enumerate(self.names, start=1):
-                    f.write(f"  {other}: 127.0.0.1:{PORT_BASE + j}\n")
-                f.write(f"data_dir: {workdir.file(name, 'data')}\n")
-                f.write(f"socket: {workdir.file(name, 'synod.sock')}\n")
-            self.daemons[name] = Daemon(synod, config, workdir.file(name, "synod.sock"))
-
-    def socket(self, name):
-        return self.daemons[name].socket
-
-    def start(self, *names):
-        for name in names or self.names:
-            self.daemons[name].start()
-        return self
-
-    def status(self, name):
-        p = subprocess.run([self.synodctl, "--socket", self.socket(name), "--json",
-                            "--timeout", "1000", "status"], capture_output=True, text=True)
-        if p.returncode != 0:
-            return None
-        import json
-        return json.loads(p.stdout)
-
-    def leader(self, among=None, timeout_s=20, not_=None):
-        """The member every live member in `among` names as leader, once they agree (and it is
-        not `not_`)."""
-        among = among or [n for n in self.names if not self.daemons[n].exited()]
-
-        def agreed():
-            seen = set()
-            for name in among:
-                s = self.status(name)
-                if not s or not s.get("leader"):
-                    return None
-                seen.add(s["leader"])
-            if len(seen) != 1 or not_ in seen:
-                return None
-            return seen.pop()
-        return wait_until(agreed, timeout_s, f"members {among} to agree on a leader")
-
-    def stop_all(self):
-        for d in self.daemons.values():
-            if d.proc and d.proc.poll() is None:
-                d.stop()
 
 
 class History:

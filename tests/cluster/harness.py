@@ -171,6 +171,100 @@ class Shell:
             self.proc.kill()
 
 
+class Group:
+    """Members n1..nN of one group on loopback, each with its own data dir and socket.
+
+    `extra` is appended to every member's config (e.g. "log_retention_slots: 200\n"). Peer ports
+    come from a block chosen by the test process id, so parallel test processes never collide.
+    """
+
+    def __init__(self, synod, synodctl, workdir, n=3, cluster_id="grouptest", extra="",
+                 port_base=None):
+        self.synod, self.synodctl, self.workdir, self.n = synod, synodctl, workdir, n
+        self.port_base = port_base or 21000 + (os.getpid() % 400) * 10
+        self.names = [f"n{k}" for k in range(1, n + 1)]
+        self.daemons = {}
+        for name in self.names:
+            config = workdir.file(f"{name}.yaml")
+            with open(config, "w") as f:
+                f.write(f"cluster_id: {cluster_id}\nnode: {name}\npeers:\n")
+                for j, other in enumerate(self.names, start=1):
+                    f.write(f"  {other}: 127.0.0.1:{self.port_base + j}\n")
+                f.write(f"data_dir: {self.data_dir(name)}\n")
+                f.write(f"socket: {workdir.file(name, 'synod.sock')}\n")
+                f.write(extra)
+            self.daemons[name] = Daemon(synod, config, workdir.file(name, "synod.sock"))
+
+    def data_dir(self, name):
+        return self.workdir.file(name, "data")
+
+    def socket(self, name):
+        return self.daemons[name].socket
+
+    def ctl(self, name):
+        return Ctl(self.synodctl, self.daemons[name].socket)
+
+    def start(self, *names):
+        for name in names or self.names:
+            self.daemons[name].start()
+        return self
+
+    def status(self, name):
+        """`synodctl status --json` of one member, or None when it does not answer."""
+        try:
+            rc, reply = self.ctl(name).run("--timeout", "1000", "status", timeout_s=10)
+        except (subprocess.TimeoutExpired, Failure):
+            return None
+        return reply if rc == 0 else None
+
+    def leader(self, among=None, timeout_s=20, not_=None, within=False):
+        """The member every live member in `among` names as leader, once they agree (and it is
+        not `not_`; with `within`, it must be one of `among`)."""
+        among = among or [n for n in self.names if not self.daemons[n].exited()]
+
+        def agreed():
+            seen = set()
+            for name in among:
+                s = self.status(name)
+                if not s or not s.get("leader"):
+                    return None
+                seen.add(s["leader"])
+            if len(seen) != 1 or not_ in seen or (within and not seen <= set(among)):
+                return None
+            return seen.pop()
+        return wait_until(agreed, timeout_s, f"members {among} to agree on a leader")
+
+    def wait_agree(self, names=None, timeout_s=60):
+        """Until every member applied the same slot and holds the same state digest."""
+        names = names or self.names
+
+        def agreed():
+            views = [self.status(name) for name in names]
+            if any(v is None for v in views):
+                return None
+            slots = {v["appliedSlot"] for v in views}
+            digests = {v["stateDigest"] for v in views}
+            if len(slots) == 1 and len(digests) == 1:
+                return (slots.pop(), digests.pop())
+            return None
+        return wait_until(agreed, timeout_s, f"{names} to apply the same slot with one digest")
+
+    def put(self, via, key, value):
+        rc, reply = self.ctl(via).run("put", key, value)
+        check(rc == 0, f"put {key} via {via}: {rc} {reply}")
+
+    def get(self, via, key, serializable=False):
+        args = ["get", key] + (["--serializable"] if serializable else [])
+        rc, reply = self.ctl(via).run(*args)
+        check(rc == 0, f"get {key} via {via}: {rc} {reply}")
+        return reply["value"]
+
+    def stop_all(self):
+        for d in self.daemons.values():
+            if d.proc and d.proc.poll() is None:
+                d.stop()
+
+
 def main(tests):
     """Runs each (name, fn) with a fresh Workdir; prints results; exits non-zero on failure."""
     if len(sys.argv) < 3:

@@ -10,8 +10,7 @@ import signal
 import subprocess
 import time
 
-from group_test import Group
-from harness import Shell, check, main, wait_until
+from harness import Group, Shell, check, main, wait_until
 
 # Far above the 1 s report interval: only catches reports that stopped flowing.
 REPORT_AGE_BOUND_MS = 10000

@@ -12,8 +12,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from group_test import Group
-from harness import Daemon, Shell, check, main, single_member_config, wait_until
+from harness import Daemon, Group, Shell, check, main, single_member_config, wait_until
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
