@@ -3,6 +3,7 @@
 //   synod-sim --seed S --steps N --nodes K [--break RULE [--expect-violation]]
 //   synod-sim --seeds 1,2,3 ...         several seeds in turn
 //   synod-sim --random-seed ...         a seed from the clock, printed first
+//   synod-sim --no-leases ...           without the lease workload and its invariants
 //
 // The last line is always "steps=N violations=V". Exit status: 0 when no invariant was violated
 // (with --expect-violation: when one was), 1 otherwise, 2 for a usage error.
@@ -21,6 +22,7 @@ namespace {
 const char* USAGE =
     "usage: synod-sim [--seed S | --seeds S1,S2,... | --random-seed] [--steps N] [--nodes K]\n"
     "                 [--break RULE [--expect-violation]] [--trace N] [--quiet] [--verbose]\n"
+    "                 [--no-leases]\n"
     "rules: ";
 
 uint64_t parseNumber(const std::string& flag, const std::string& text) {
@@ -81,6 +83,8 @@ int main(int argc, char** argv) {
         expectViolation = true;
       } else if (flag == "--trace") {
         options.traceSteps = static_cast<uint32_t>(parseNumber(flag, value()));
+      } else if (flag == "--no-leases") {
+        options.leases = false;
       } else if (flag == "--quiet") {
         options.quiet = true;
       } else if (flag == "--verbose") {
