@@ -14,16 +14,19 @@ void LeaseChecker::advance(Nanos now, Nanos coveredUntil) {
   lastStep_ = std::max(lastStep_, now);
 }
 
-void LeaseChecker::granted(uint64_t id, uint64_t ttlMs, Nanos sentAt, Nanos noLeaderAtSend) {
+void LeaseChecker::granted(uint64_t id, uint64_t ttlMs, Nanos sentAt, Nanos noLeaderAtSend,
+                           Nanos now) {
   Ledger& lease = leases_[id];
+  lease.appliedAt = now;
   lease.ttlMs = ttlMs;
   lease.sentAt = sentAt;
   lease.noLeaderAtSend = noLeaderAtSend;
 }
 
-void LeaseChecker::renewed(uint64_t id, Nanos sentAt, Nanos noLeaderAtSend) {
+void LeaseChecker::renewed(uint64_t id, Nanos sentAt, Nanos noLeaderAtSend, Nanos now) {
   auto it = leases_.find(id);
   if (it == leases_.end() || sentAt <= it->second.sentAt) return;
+  it->second.appliedAt = now;
   it->second.sentAt = sentAt;
   it->second.noLeaderAtSend = noLeaderAtSend;
 }
@@ -37,15 +40,16 @@ Nanos LeaseChecker::bound(const Ledger& lease) const {
   const double d = options_.drift;
   const double ttl = static_cast<double>(lease.ttlMs * NANOS_PER_MS);
   const Nanos noLeader = noLeaderTotal_ - lease.noLeaderAtSend;
-  return lease.sentAt + static_cast<Nanos>(std::ceil(ttl * (1 + d) / (1 - d))) +
+  return lease.appliedAt + static_cast<Nanos>(std::ceil(ttl * (1 + d) / (1 - d))) +
          options_.checkpointIntervalNs + noLeader + options_.slackNs;
 }
 
 std::string LeaseChecker::describe(uint64_t id, const Ledger& lease, Nanos now) const {
   std::ostringstream out;
-  out << "lease " << (id >> 48) << ":" << (id & ((uint64_t{1} << 48) - 1)) << " ttl "
-      << lease.ttlMs << "ms, last grant/renewal sent at " << lease.sentAt / 1000 << "us, now "
-      << now / 1000 << "us (" << (now - lease.sentAt) / 1000 << "us later), no valid leader for "
+  out << "lease " << (id >> 48) << ":" << (id & ((uint64_t{1} << 48) - 1)) << " ttl " << lease.ttlMs
+      << "ms, last grant/renewal sent at " << lease.sentAt / 1000 << "us (first applied "
+      << (lease.appliedAt - lease.sentAt) / 1000 << "us later), now " << now / 1000 << "us ("
+      << (now - lease.sentAt) / 1000 << "us later), no valid leader for "
       << (noLeaderTotal_ - lease.noLeaderAtSend) / 1000 << "us since";
   return out.str();
 }
@@ -58,9 +62,9 @@ std::optional<LeaseViolation> LeaseChecker::ended(uint64_t id, bool expired, Nan
   if (!expired) return std::nullopt;
   const Nanos earliest = lease.sentAt + static_cast<Nanos>(lease.ttlMs) * NANOS_PER_MS;
   if (now < earliest) {
-    return LeaseViolation{"lease-no-early-expiry",
-                          describe(id, lease, now) + ": expired " +
-                              std::to_string((earliest - now) / 1000) + "us before its TTL ran out"};
+    return LeaseViolation{"lease-no-early-expiry", describe(id, lease, now) + ": expired " +
+                                                       std::to_string((earliest - now) / 1000) +
+                                                       "us before its TTL ran out"};
   }
   const Nanos latest = bound(lease);
   worstExcess_ = std::max(worstExcess_, now - latest);

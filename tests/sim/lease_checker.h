@@ -6,9 +6,12 @@
 // such send, when several renewals applied), with TTL T and drift bound d:
 //
 //   lease-no-early-expiry: an expiry is first applied at real time e >= s + T.
-//   lease-lifetime-bound:  e <= s + T(1+d)/(1-d) + checkpoint interval + N(s, e) + slack, where
-//                          N(s, e) is the real time within [s, e] during which no member was
-//                          leader holding a valid leader lease on its own clock (and not paused).
+//   lease-lifetime-bound:  e <= s + T(1+d)/(1-d) + checkpoint interval + N(s, e) + C + slack,
+//                          where N(s, e) is the real time within [s, e] during which no member
+//                          was leader holding a valid leader lease on its own clock (and not
+//                          paused), C the time from s to that grant's or renewal's first apply
+//                          (members count from their applies), and slack a constant for ticks and
+//                          the expiry's own commit (the simulator's: see chooseParams).
 //                          Checked at the expiry, and for a lease nobody keeps alive any more also
 //                          while it lives (a lease that never ends is caught too).
 #pragma once
@@ -45,10 +48,11 @@ class LeaseChecker {
 
   // A grant of `id` sent at real time `sentAt` (when the noLeaderTotal was `noLeaderAtSend`)
   // was applied.
-  void granted(uint64_t id, uint64_t ttlMs, election::Nanos sentAt,
-               election::Nanos noLeaderAtSend);
+  void granted(uint64_t id, uint64_t ttlMs, election::Nanos sentAt, election::Nanos noLeaderAtSend,
+               election::Nanos now);
   // A renewal batch sent at `sentAt` renewed `id`.
-  void renewed(uint64_t id, election::Nanos sentAt, election::Nanos noLeaderAtSend);
+  void renewed(uint64_t id, election::Nanos sentAt, election::Nanos noLeaderAtSend,
+               election::Nanos now);
   // Nobody keeps `id` alive any more (its app stopped, revoked it, or its member crashed).
   void stopped(uint64_t id);
   // `id` ended at `now` (its end first applied anywhere).
@@ -64,7 +68,8 @@ class LeaseChecker {
  private:
   struct Ledger {
     uint64_t ttlMs = 0;
-    election::Nanos sentAt = 0;  // latest send of the grant or an applied renewal
+    election::Nanos sentAt = 0;     // latest send of the grant or an applied renewal
+    election::Nanos appliedAt = 0;  // its first apply
     election::Nanos noLeaderAtSend = 0;
     bool stopped = false;
   };

@@ -30,6 +30,7 @@
 namespace synod::sim {
 
 using election::Ballot;
+using election::LeaseRuleBreaker;
 using election::LogEntry;
 using election::MemberIndex;
 using election::Nanos;
@@ -41,7 +42,6 @@ using election::Role;
 using election::RuleBreaker;
 using election::Slot;
 using election::Value;
-using election::LeaseRuleBreaker;
 
 namespace {
 
@@ -352,7 +352,8 @@ class Simulator {
       throw std::invalid_argument("unknown rule breaker '" + options.breaker + "'");
     }
     if (leaseBreaker(options.breaker) != LeaseRuleBreaker::NONE && !options.leases) {
-      throw std::invalid_argument("rule breaker '" + options.breaker + "' needs the lease workload");
+      throw std::invalid_argument("rule breaker '" + options.breaker +
+                                  "' needs the lease workload");
     }
     dropsSyncedPromise_ = options.breaker == "crash-drops-synced-promise";
     leaseBreaker_ = leaseBreaker(options.breaker);
@@ -555,7 +556,9 @@ void Simulator::chooseParams() {
   p.leaseClock.checkpointIntervalNs = e * static_cast<Nanos>(leasePrng_.uniform(2, 21));
   p.leaseClock.retryNs = e * static_cast<Nanos>(leasePrng_.uniform(1, 4));
   p.leaseClock.minBatchIntervalNs = p.heartbeat * static_cast<Nanos>(leasePrng_.uniform(1, 9));
-  p.leaseSlack = 0;
+  // The lifetime bound's slack: the leader proposes an expiry at its next tick, again after the
+  // retry interval if it was not queued, and the expiry's commit takes up to an election timeout.
+  p.leaseSlack = 2 * p.tickMax + p.leaseClock.retryNs + e;
 }
 
 election::Options Simulator::coreOptions(uint32_t node) const {
@@ -1545,7 +1548,8 @@ void Simulator::leaseAppEvent(const Event& event) {
     }
     takeRenewals(event.node);
     const uint64_t ttl = app.ttlMs * static_cast<uint64_t>(MS);
-    scheduleApp(event.node, event.payload, static_cast<Nanos>(leasePrng_.uniform(ttl / 10, ttl / 4)));
+    scheduleApp(event.node, event.payload,
+                static_cast<Nanos>(leasePrng_.uniform(ttl / 10, ttl / 4)));
   }
   drive(event.node);
 }
@@ -1557,16 +1561,16 @@ void Simulator::grantLease(uint32_t index, uint32_t app) {
   a.ttlMs = leasePrng_.uniform(params_.leaseTtlMinMs, params_.leaseTtlMaxMs + 1);
   a.lease = election::makeLeaseId(index, node.nextLeaseCounter++);
   const uint64_t sequence = node.nextSequence;
-  std::string encoded = encodeMemberCommand(
-      index, node.incarnation(), sequence, [&](records::Command::Builder command) {
-        auto grant = command.initLeaseGrant();
-        grant.setId(a.lease);
-        grant.setTtlMs(a.ttlMs);
-        auto holder = grant.initHolder();
-        holder.setMember(index);
-        holder.setPid(static_cast<int32_t>(1000 + app));
-        holder.setUid(1000);
-      });
+  std::string encoded = encodeMemberCommand(index, node.incarnation(), sequence,
+                                            [&](records::Command::Builder command) {
+                                              auto grant = command.initLeaseGrant();
+                                              grant.setId(a.lease);
+                                              grant.setTtlMs(a.ttlMs);
+                                              auto holder = grant.initHolder();
+                                              holder.setMember(index);
+                                              holder.setPid(static_cast<int32_t>(1000 + app));
+                                              holder.setUid(1000);
+                                            });
   IssuedLeaseCommand issued;
   issued.kind = LeaseCommandKind::GRANT;
   issued.lease = a.lease;
@@ -1620,8 +1624,8 @@ void Simulator::takeRenewals(uint32_t index) {
   const uint64_t sequence = node.nextSequence;
   std::string encoded = encodeMemberCommand(
       index, node.incarnation(), sequence, [&](records::Command::Builder command) {
-        auto list = command.initLeaseRenew().initRenewals(
-            static_cast<unsigned>(batch->renewals.size()));
+        auto list =
+            command.initLeaseRenew().initRenewals(static_cast<unsigned>(batch->renewals.size()));
         for (size_t i = 0; i < batch->renewals.size(); ++i) {
           list[i].setId(batch->renewals[i].first);
           list[i].setEpoch(batch->renewals[i].second);
@@ -1692,19 +1696,18 @@ void Simulator::leaseTick(uint32_t index) {
   Node& node = nodes_[index];
   if (!node.up) return;
   const Nanos local = localNow(node);
-  const bool leading =
-      node.core->role() == Role::LEADER && local < node.core->leaseHeldUntil();
+  const bool leading = node.core->role() == Role::LEADER && local < node.core->leaseHeldUntil();
   auto due = node.expirer->tick(node.state->leases(), leading, node.core->ballot(), local);
   for (const election::LeaseExpiry& expiry : due.expire) {
     IssuedLeaseCommand issued;
     issued.kind = LeaseCommandKind::EXPIRE;
     issued.lease = expiry.id;
-    const std::string encoded = encodeMemberCommand(
-        index, node.incarnation(), node.nextSequence, [&](records::Command::Builder command) {
-          auto op = command.initLeaseExpire();
-          op.setId(expiry.id);
-          op.setEpoch(expiry.epoch);
-        });
+    const std::string encoded = encodeMemberCommand(index, node.incarnation(), node.nextSequence,
+                                                    [&](records::Command::Builder command) {
+                                                      auto op = command.initLeaseExpire();
+                                                      op.setId(expiry.id);
+                                                      op.setEpoch(expiry.epoch);
+                                                    });
     issueLease(index, std::move(issued));
     node.core->propose(encoded, local);  // not queued: the expirer proposes it again
   }
@@ -1781,7 +1784,8 @@ void Simulator::leaseCommandApplied(uint32_t index, const election::AppliedComma
       scheduleApp(index, a, static_cast<Nanos>(leasePrng_.uniform(0, params_.heartbeat)));
     }
   }
-  if (applied.id.member == NODE_MEMBER_BASE + index && applied.id.incarnation == node.incarnation()) {
+  if (applied.id.member == NODE_MEMBER_BASE + index &&
+      applied.id.incarnation == node.incarnation()) {
     ownLeaseApplied(index, applied);
   }
 }
@@ -1816,7 +1820,8 @@ void Simulator::firstLeaseApply(uint32_t index, const election::AppliedCommand& 
     case LeaseCommandKind::GRANT:
       if (code == election::StatusCode::OK) {
         ++stats_.leaseGrants;
-        leaseChecker_->granted(issued.lease, issued.ttlMs, issued.sentAt, issued.noLeaderAtSend);
+        leaseChecker_->granted(issued.lease, issued.ttlMs, issued.sentAt, issued.noLeaderAtSend,
+                               now_);
         const Node& owner = nodes_[proposer];
         const bool wanted = owner.up && owner.incarnation() == applied.id.incarnation &&
                             owner.pendingLease.count(applied.id.sequence) != 0;
@@ -1825,11 +1830,12 @@ void Simulator::firstLeaseApply(uint32_t index, const election::AppliedCommand& 
       break;
     case LeaseCommandKind::RENEW: {
       for (uint64_t id : issued.ids) {
-        if (std::find(outcome.missing.begin(), outcome.missing.end(), id) != outcome.missing.end()) {
+        if (std::find(outcome.missing.begin(), outcome.missing.end(), id) !=
+            outcome.missing.end()) {
           continue;
         }
         ++stats_.leaseRenewals;
-        leaseChecker_->renewed(id, issued.sentAt, issued.noLeaderAtSend);
+        leaseChecker_->renewed(id, issued.sentAt, issued.noLeaderAtSend, now_);
       }
       break;
     }
@@ -1888,8 +1894,7 @@ void Simulator::ownLeaseApplied(uint32_t index, const election::AppliedCommand& 
     case LeaseCommandKind::REVOKE: {
       LeaseApp& app = node.apps[command.app];
       app.state = LeaseApp::IDLE;
-      scheduleApp(index, command.app,
-                  static_cast<Nanos>(leasePrng_.uniform(0, app.ttlMs)) * MS);
+      scheduleApp(index, command.app, static_cast<Nanos>(leasePrng_.uniform(0, app.ttlMs)) * MS);
       break;
     }
     case LeaseCommandKind::EXPIRE:
@@ -2082,11 +2087,11 @@ void Simulator::printSummary(double wallSeconds) {
          << ") expiries=" << stats_.leaseExpiries << " (ignored " << stats_.expiriesIgnored
          << ") revokes=" << stats_.leaseRevokes << " checkpoints=" << stats_.checkpoints
          << " (commands " << stats_.checkpointCommands << ") holder_checks=" << stats_.holderChecks
-         << " live=" << leaseChecker_->live() << " no_leader="
-         << static_cast<double>(leaseChecker_->noLeaderTotal()) / 1e9 << "s";
+         << " live=" << leaseChecker_->live()
+         << " no_leader=" << static_cast<double>(leaseChecker_->noLeaderTotal()) / 1e9 << "s";
     if (stats_.leaseExpiries > 0) {
-      out_ << " closest_to_bound="
-           << static_cast<double>(leaseChecker_->worstExcessNs()) / 1e6 << "ms";
+      out_ << " closest_to_bound=" << static_cast<double>(leaseChecker_->worstExcessNs()) / 1e6
+           << "ms";
     }
     out_ << "\n";
   }

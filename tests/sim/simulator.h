@@ -25,7 +25,7 @@ struct RunOptions {
   std::string breaker;
   // Apps on every member grant, keep alive, revoke and abandon leases; the members renew and
   // expire them (election/lease_clock.h) and the lease invariants are checked.
-  bool leases = true;
+  bool leases = false;
   uint32_t traceSteps = 40;  // steps printed on a violation
   bool quiet = false;        // no parameter and statistics lines
   bool verbose = false;      // also print role and lease changes as they happen
