@@ -44,7 +44,9 @@ void LeaseExpirer::erase(uint64_t id) {
 
 void LeaseExpirer::onApplied(const LeaseTable& table, const std::vector<uint64_t>& touched,
                              Nanos now) {
-  if (!counting_) return;
+  // Every member counts, leading or not: a leader that takes over keeps counting from its own
+  // applies, so that no takeover restarts a lease's time (with leaders changing faster than the
+  // checkpoint interval, counting from each takeover would keep a lease alive forever).
   for (uint64_t id : touched) {
     const Lease* lease = table.lease(id);
     if (lease == nullptr) {
@@ -53,15 +55,23 @@ void LeaseExpirer::onApplied(const LeaseTable& table, const std::vector<uint64_t
     }
     auto it = clocks_.find(id);
     if (it == clocks_.end()) {
-      start(*lease, lease->remainingMs, now);  // granted
+      start(*lease, lease->remainingMs, now);  // granted, or restored from a snapshot
       continue;
     }
     if (it->second.epoch == lease->epoch) {
-      // A checkpoint at the epoch this leader counts (its own, or an older leader's that it
-      // already counted from its takeover): its own clock is at least as late; keep it. The
-      // remainder in the log is fresh again, though.
-      it->second.measuredAt = std::max(it->second.measuredAt, it->second.checkpointProposedAt);
-      it->second.checkpointProposedAt = -1;
+      // A checkpoint at the epoch this member counts. Its own clock and the recorded remainder
+      // counted from now both end at or after the lease's real end: keep the earlier. The
+      // remainder in the log is fresh again.
+      Clock& clock = it->second;
+      const Nanos fromCheckpoint = now + scaled(std::min(lease->remainingMs, lease->ttlMs));
+      if (fromCheckpoint < clock.deadline) {
+        byDeadline_.erase({clock.deadline, id});
+        clock.deadline = fromCheckpoint;
+        byDeadline_.emplace(clock.deadline, id);
+      }
+      clock.measuredAt = std::max(
+          clock.measuredAt, clock.checkpointProposedAt >= 0 ? clock.checkpointProposedAt : now);
+      clock.checkpointProposedAt = -1;
       continue;
     }
     if (breaker_ == LeaseRuleBreaker::RENEWAL_IGNORED) {
@@ -75,33 +85,54 @@ void LeaseExpirer::onApplied(const LeaseTable& table, const std::vector<uint64_t
 LeaseExpirer::Due LeaseExpirer::tick(const LeaseTable& table, bool leading, Ballot ballot,
                                      Nanos now) {
   Due due;
+  if (!seeded_) {
+    // The leases this member started with (restored from its store) count their recorded
+    // remainders from its first tick, which is after they were recorded.
+    seeded_ = true;
+    table.forEachLease([&](const Lease& lease) {
+      if (clocks_.count(lease.id) == 0) start(lease, lease.remainingMs, now);
+    });
+  }
   if (!leading) {
-    // Not leading, or the leader lease lapsed. Under a new ballot the clocks start over; under the
-    // same one they keep counting (a lapse is not a takeover) but nothing is proposed.
+    // Not leading, or the leader lease lapsed. The clocks keep counting either way; under a new
+    // ballot the next lead is a takeover, and what this member proposed before is forgotten.
     if (ballot_ && *ballot_ != ballot) {
       counting_ = false;
       ballot_.reset();
-      clocks_.clear();
-      byDeadline_.clear();
+      for (auto& [id, clock] : clocks_) {
+        clock.expireProposedAt = -1;
+        clock.checkpointProposedAt = -1;
+      }
     }
     return due;
   }
   if (!counting_ || !ballot_ || *ballot_ != ballot) {
-    // Takeover: every lease counts its recorded remainder from now.
-    clocks_.clear();
-    byDeadline_.clear();
-    table.forEachLease([&](const Lease& lease) { start(lease, lease.remainingMs, now); });
+    // Takeover: the clocks this member kept from its own applies go on; a lease it has no clock
+    // for at this epoch counts its recorded remainder from now.
+    table.forEachLease([&](const Lease& lease) {
+      auto it = clocks_.find(lease.id);
+      if (it == clocks_.end() || it->second.epoch != lease.epoch) {
+        start(lease, lease.remainingMs, now);
+      }
+    });
     counting_ = true;
     ballot_ = ballot;
     nextCheckpointAt_ = now + options_.checkpointIntervalNs / 2;
   }
+  std::vector<uint64_t> gone;
   for (auto it = byDeadline_.begin(); it != byDeadline_.end() && it->first <= now; ++it) {
     if (due.expire.size() >= options_.maxEntriesPerCommand) break;
+    if (table.lease(it->second) == nullptr) {
+      gone.push_back(it->second);  // ended in a snapshot this member installed
+      continue;
+    }
     Clock& clock = clocks_.at(it->second);
     if (clock.expireProposedAt >= 0 && now - clock.expireProposedAt < options_.retryNs) continue;
     clock.expireProposedAt = now;
     due.expire.push_back({it->second, clock.epoch});
   }
+  for (uint64_t id : gone)
+    erase(id);
   if (now >= nextCheckpointAt_) {
     // Leases whose remainder in the log is staler than half the interval: with a tick every half
     // interval, no remainder in the log is ever staler than the interval (plus a commit).

@@ -10,13 +10,15 @@
 // member tells an app it is safe until s + TTL(1 - d) on its own clock, which is at or before
 // s + TTL in real time.
 //
-// LeaseExpirer, on the leader. It counts each lease's time on its own clock from the moment it
-// applied the lease's last renewal (at or after that renewal's send, in real time), or, for the
-// leases it found when it took over, from its takeover with the remainder recorded in the state.
-// A lease expires when TTL(1 + d) (or remainder (1 + d)) has passed on the leader's clock, which
-// is at least TTL in real time. The expiry names the renewal epoch it was counted from: a renewal
-// that won the race makes it a no-op (StateMachine). It also checkpoints remainders into the log,
-// so that a later leader does not count a long-idle lease's full TTL again from its takeover.
+// LeaseExpirer, on every member; only the leader proposes. It counts each lease's time on its own
+// clock from the moment it applied the lease's last renewal (at or after that renewal's send, in
+// real time), leading or not, so that a takeover does not restart anything; for the leases it
+// started with (restored from its store) or got in a snapshot, from then with the remainder
+// recorded in the state. A lease expires when TTL(1 + d) (or remainder (1 + d)) has passed on the
+// member's clock, which is at least TTL in real time. The expiry names the renewal epoch it was
+// counted from: a renewal that won the race makes it a no-op (StateMachine). The leader also
+// checkpoints remainders into the log, so that a member that restarts does not count a long-idle
+// lease's full TTL again; an applied checkpoint ending earlier than a member's own clock wins.
 //
 // The resulting bound, for a lease whose last committed renewal was sent at real time s (see
 // README "Leases"): it ends no earlier than s + TTL, and, while some leader holds a valid leader
@@ -81,8 +83,9 @@ class LeaseExpirer {
                         LeaseRuleBreaker breaker = LeaseRuleBreaker::NONE);
 
   // Leases whose record changed in applied commands (LeaseTable::takeTouched), at `now`: a grant
-  // or renewal (new epoch) restarts the lease's clock at `now` from its recorded remainder; an
-  // ended lease is forgotten. Call after every apply, leading or not.
+  // or renewal (new epoch) restarts the lease's clock at `now` from its recorded remainder; a
+  // checkpoint at the counted epoch ends the clock at now + remainder (1 + d) if that is earlier;
+  // an ended lease is forgotten. Call after every apply, leading or not.
   void onApplied(const LeaseTable& table, const std::vector<uint64_t>& touched, Nanos now);
 
   struct Due {
@@ -90,16 +93,17 @@ class LeaseExpirer {
     std::vector<LeaseCheckpointEntry> checkpoint;
     bool empty() const { return expire.empty() && checkpoint.empty(); }
   };
-  // `leading`: this member leads under `ballot` and holds a valid leader lease at `now`. The
-  // first call leading under a ballot is the takeover: every lease's clock starts at `now` from
-  // its recorded remainder. Not leading: all clocks are dropped and nothing is due. Returns what
-  // to propose now; each expiry and checkpoint is proposed once, then again after retryNs if its
-  // lease is unchanged.
+  // Call on every tick, leading or not. `leading`: this member leads under `ballot` and holds a
+  // valid leader lease at `now`. The first call starts a clock for every lease in `table` (the
+  // restored ones) from its recorded remainder. The first call leading under a ballot is the
+  // takeover: the clocks go on. Not leading: nothing is due. Returns what to propose now; each
+  // expiry and checkpoint is proposed once, then again after retryNs if its lease is unchanged
+  // (and again at once under a new ballot).
   Due tick(const LeaseTable& table, bool leading, Ballot ballot, Nanos now);
 
   // When tick() may next have something to propose; nullopt when not leading or no lease.
   std::optional<Nanos> nextDue() const;
-  // The local time at which the leader will expire lease `id` at its current epoch, if counted.
+  // The local time at which this member, leading, expires lease `id` at its current epoch.
   std::optional<Nanos> deadline(uint64_t id) const;
   bool counting() const { return counting_; }
 
@@ -120,6 +124,7 @@ class LeaseExpirer {
   LeaseClockOptions options_;
   LeaseRuleBreaker breaker_;
   bool counting_ = false;
+  bool seeded_ = false;  // the leases in the table at the first tick have clocks
   std::optional<Ballot> ballot_;
   std::map<uint64_t, Clock> clocks_;
   std::set<std::pair<Nanos, uint64_t>> byDeadline_;

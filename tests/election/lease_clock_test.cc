@@ -4,6 +4,9 @@
 
 #include <doctest/doctest.h>
 
+#include <optional>
+#include <vector>
+
 #include "tests/election/lease_commands.h"
 
 namespace synod::election {
@@ -61,27 +64,69 @@ TEST_CASE("a renewal restarts the clock from its apply time and the expiry names
   CHECK(due.expire[0] == LeaseExpiry{L1, 2});
 }
 
-TEST_CASE("nothing is proposed without the leader lease, and a new ballot counts from takeover") {
+TEST_CASE("nothing is proposed without the leader lease; a follower's clock goes on at takeover") {
   LeaseHarness h;
   LeaseExpirer e(opts());
-  apply(h, e, h.c.grant(L1, 1000), 0);  // applied while following: no clock yet
-  CHECK_FALSE(e.deadline(L1));
-  CHECK(e.tick(h.sm.leases(), false, B1, 5000 * MS).empty());
-  // Takeover at 6 s: the full recorded remainder (1000 ms) counts from there.
-  CHECK(e.tick(h.sm.leases(), true, B1, 6000 * MS).empty());
-  CHECK(*e.deadline(L1) == 7000 * MS);
+  apply(h, e, h.c.grant(L1, 1000), 0);  // applied while following: counted from its apply
+  CHECK(*e.deadline(L1) == 1000 * MS);
+  CHECK(e.tick(h.sm.leases(), false, B1, 500 * MS).empty());
+  // Takeover at 600 ms: the clock started at the apply goes on.
+  CHECK(e.tick(h.sm.leases(), true, B1, 600 * MS).empty());
+  CHECK(*e.deadline(L1) == 1000 * MS);
   // The leader lease lapses under the same ballot: the clock keeps counting, nothing proposed.
-  CHECK(e.tick(h.sm.leases(), false, B1, 7000 * MS).empty());
-  CHECK(*e.deadline(L1) == 7000 * MS);
-  CHECK(e.tick(h.sm.leases(), true, B1, 7001 * MS).expire.size() == 1);
-  // Another leader took over and this member leads again later: the clock starts over.
-  CHECK(e.tick(h.sm.leases(), false, B2, 7100 * MS).empty());
+  CHECK(e.tick(h.sm.leases(), false, B1, 1000 * MS).empty());
+  CHECK(e.tick(h.sm.leases(), true, B1, 1001 * MS).expire.size() == 1);
+  // Another leader took over and this member leads again later: what it proposed is forgotten
+  // (proposed again at once), the clock is not restarted.
+  CHECK(e.tick(h.sm.leases(), false, B2, 1100 * MS).empty());
   CHECK_FALSE(e.counting());
-  CHECK(e.tick(h.sm.leases(), true, Ballot{3, 0}, 9000 * MS).empty());
-  CHECK(*e.deadline(L1) == 10000 * MS);
+  auto due = e.tick(h.sm.leases(), true, Ballot{3, 0}, 1200 * MS);
+  REQUIRE(due.expire.size() == 1);
+  CHECK(due.expire[0] == LeaseExpiry{L1, 1});
+  CHECK(*e.deadline(L1) == 1000 * MS);
 }
 
-TEST_CASE("a new leader counts a checkpointed remainder from its takeover") {
+TEST_CASE("leaders changing faster than the checkpoint interval do not keep a lease alive") {
+  // Three members apply the grant at 0; leadership moves every 300 ms (no checkpoint is ever
+  // due). The lease ends TTL (1 + d) after the grant's apply however often leaders change; a
+  // member counting from its own takeover would push the expiry 300 ms further at each change.
+  LeaseHarness h;
+  LeaseClockOptions o = opts(0.1);
+  o.checkpointIntervalNs = 10000 * MS;
+  std::vector<LeaseExpirer> members(3, LeaseExpirer(o));
+  h.ok(h.c.grant(L1, 1000));
+  auto touched = h.sm.takeTouchedLeases();
+  for (auto& m : members)
+    m.onApplied(h.sm.leases(), touched, 0);
+  std::optional<Nanos> expiredAt;
+  for (Nanos now = 0; now <= 3000 * MS && !expiredAt; now += 10 * MS) {
+    const uint64_t leader = static_cast<uint64_t>(now / (300 * MS));
+    for (size_t i = 0; i < members.size(); ++i) {
+      const bool leading = leader % members.size() == i;
+      auto due = members[i].tick(h.sm.leases(), leading, Ballot{leader + 1, uint32_t(i)}, now);
+      if (!due.expire.empty()) expiredAt = now;
+    }
+  }
+  REQUIRE(expiredAt);
+  CHECK(*expiredAt == 1100 * MS);
+}
+
+TEST_CASE("a member restarted with the lease counts its recorded remainder from its first tick") {
+  LeaseHarness h;
+  h.ok(h.c.grant(L1, 10000));
+  h.ok(h.c.checkpoint({{L1, 1, 4000}}));
+  h.sm.takeTouchedLeases();  // restored from the store: nothing applied by this process
+  LeaseExpirer e(opts());
+  CHECK(e.tick(h.sm.leases(), false, B1, 100 * MS).empty());
+  CHECK(*e.deadline(L1) == 4100 * MS);
+  // A later checkpoint that ends earlier wins; one that ends later does not.
+  apply(h, e, h.c.checkpoint({{L1, 1, 3000}}), 200 * MS);
+  CHECK(*e.deadline(L1) == 3200 * MS);
+  apply(h, e, h.c.checkpoint({{L1, 1, 3500}}), 300 * MS);
+  CHECK(*e.deadline(L1) == 3200 * MS);
+}
+
+TEST_CASE("a member without a clock for a lease counts its checkpointed remainder") {
   LeaseHarness h;
   LeaseExpirer old(opts());
   old.tick(h.sm.leases(), true, B1, 0);
@@ -95,10 +140,12 @@ TEST_CASE("a new leader counts a checkpointed remainder from its takeover") {
   h.ok(h.c.checkpoint({{L1, 1, 8000}}));
   CHECK(h.sm.lease(L1)->remainingMs == 8000);
 
+  // A member that has not counted the lease (it got it in a snapshot at 2.5 s) counts the
+  // remainder from then.
   LeaseExpirer next(opts());
   next.onApplied(h.sm.leases(), h.sm.takeTouchedLeases(), 2500 * MS);
   CHECK(next.tick(h.sm.leases(), true, B2, 3000 * MS).empty());
-  CHECK(*next.deadline(L1) == 11000 * MS);
+  CHECK(*next.deadline(L1) == 10500 * MS);
 }
 
 TEST_CASE("checkpoint remainders are counted in real time: left / (1 - d), at most the TTL") {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <iomanip>
+#include <map>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -15,17 +16,21 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "election/lease_clock.h"
+#include "election/leases.h"
 #include "election/prng.h"
 #include "election/replica.h"
 #include "election/snapshot.h"
 #include "election/state_machine.h"
 #include "rpc_schema/records.capnp.h"
 #include "storage/memory_store.h"
+#include "tests/sim/lease_checker.h"
 #include "tests/sim/linearizability.h"
 
 namespace synod::sim {
 
 using election::Ballot;
+using election::LeaseRuleBreaker;
 using election::LogEntry;
 using election::MemberIndex;
 using election::Nanos;
@@ -43,6 +48,9 @@ namespace {
 constexpr Nanos MS = election::NANOS_PER_MS;
 constexpr size_t MAX_KEYS = 4;
 constexpr uint64_t UNKNOWN = RegisterOp::UNKNOWN;
+// Lease commands are the members' own (as in the daemon, where apps never propose them); member i
+// proposes them as CommandId member NODE_MEMBER_BASE + i, apart from the clients' ids.
+constexpr uint32_t NODE_MEMBER_BASE = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Client commands are real records::Command puts, applied by the real StateMachine. Each client
@@ -64,6 +72,21 @@ std::string encodePut(uint32_t client, uint64_t sequence, uint8_t key, uint64_t 
   const std::string k = keyName(key), v = std::to_string(value);
   put.setKey(kj::arrayPtr(reinterpret_cast<const kj::byte*>(k.data()), k.size()));
   put.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(v.data()), v.size()));
+  return election::encodeCommand(message);
+}
+
+// A member's own command: CommandId (NODE_MEMBER_BASE + node, incarnation, sequence); `fill`
+// sets the union.
+template <typename Fill>
+std::string encodeMemberCommand(uint32_t node, uint64_t incarnation, uint64_t sequence,
+                                Fill&& fill) {
+  capnp::MallocMessageBuilder message;
+  auto command = message.initRoot<records::Command>();
+  auto id = command.initId();
+  id.setMember(NODE_MEMBER_BASE + node);
+  id.setIncarnation(incarnation);
+  id.setSequence(sequence);
+  fill(command);
   return election::encodeCommand(message);
 }
 
@@ -93,6 +116,12 @@ struct Params {
   Nanos thinkMax, attemptTimeout, readTimeout;
   Nanos chaosMin, chaosMax, faultGapMin, faultGapMax;
   Nanos livenessBound;
+  // Lease workload.
+  uint32_t leaseApps;  // per member
+  uint64_t leaseTtlMinMs, leaseTtlMaxMs;
+  Nanos leaseCommandRetry, leaseCommandGiveUp;
+  election::LeaseClockOptions leaseClock;
+  Nanos leaseSlack;
 };
 
 enum class EventKind : uint8_t {
@@ -108,6 +137,8 @@ enum class EventKind : uint8_t {
   CALM_CHECK,
   CHAOS_START,
   SNAPSHOT_DONE,  // a snapshot transfer to `node` from member `from` arrives
+  LEASE_APP,      // app `payload` of `node` (life `tag`, attempt `from`) acts
+  FORWARD,        // a member's command forwarded from `from` reaches the leader `node`
 };
 
 const char* eventName(EventKind kind) {
@@ -136,6 +167,10 @@ const char* eventName(EventKind kind) {
       return "chaos-start";
     case EventKind::SNAPSHOT_DONE:
       return "snapshot";
+    case EventKind::LEASE_APP:
+      return "lease-app";
+    case EventKind::FORWARD:
+      return "forward";
   }
   return "?";
 }
@@ -156,6 +191,41 @@ struct Later {
   }
 };
 
+// A local app holding leases through its member; one lease at a time.
+struct LeaseApp {
+  enum State { IDLE, GRANTING, HOLDING, REVOKING };
+  State state = IDLE;
+  uint64_t lease = 0;
+  uint64_t ttlMs = 0;
+  Nanos keepAliveUntil = 0;  // real time: then the app revokes its lease, or stops (crashes)
+  bool revokes = false;
+  uint32_t attempt = 0;  // its events of an earlier attempt are void
+};
+
+enum class LeaseCommandKind : uint8_t { GRANT, RENEW, REVOKE, EXPIRE, CHECKPOINT };
+
+// A grant, renewal batch or revoke of this member, until this member applies it or gives up.
+struct PendingLeaseCommand {
+  std::string encoded;
+  LeaseCommandKind kind = LeaseCommandKind::GRANT;
+  uint32_t app = 0;
+  uint64_t batch = 0;
+  Nanos sentLocal = 0;  // first submission, on the member's clock
+  Nanos resubmitAt = 0;
+  Nanos giveUpAt = 0;
+};
+
+// What a member issued, for the checks at the command's first apply anywhere.
+struct IssuedLeaseCommand {
+  LeaseCommandKind kind = LeaseCommandKind::GRANT;
+  Nanos sentAt = 0;  // real time
+  Nanos noLeaderAtSend = 0;
+  uint64_t lease = 0;
+  uint64_t ttlMs = 0;
+  std::vector<uint64_t> ids;  // renewals
+  size_t entries = 0;         // checkpoint entries
+};
+
 struct Node {
   bool up = false;
   Nanos pausedUntil = 0;  // a stopped process (GC, SIGSTOP, VM stall): input waits until then
@@ -172,6 +242,14 @@ struct Node {
   Ready inFlight;
   bool snapshotPending = false;  // a transfer is on its way; further SnapshotNeeded wait for it
   std::unordered_map<election::ReadId, uint32_t> readWaiters;
+  // The lease clocks and apps live in the process: a restart starts them empty.
+  std::unique_ptr<election::LeaseRenewer> renewer;
+  std::unique_ptr<election::LeaseExpirer> expirer;
+  std::vector<LeaseApp> apps;
+  std::map<uint64_t, PendingLeaseCommand> pendingLease;  // by sequence
+  uint64_t nextSequence = 1;
+  uint64_t nextLeaseCounter = 1;
+  uint64_t incarnation() const { return life + 1; }
 };
 
 struct Client {
@@ -219,6 +297,9 @@ struct Stats {
            commits = 0, handoffs = 0, handoffsRefused = 0, snapshotsInstalled = 0, wipes = 0,
            recoveries = 0;
   Nanos worstCalmNs = 0;
+  uint64_t leaseGrants = 0, leaseRenewals = 0, renewBatches = 0, leaseExpiries = 0,
+           expiriesIgnored = 0, leaseRevokes = 0, checkpoints = 0, checkpointCommands = 0,
+           holderChecks = 0;
 };
 
 class Violation : public std::runtime_error {
@@ -240,6 +321,13 @@ RuleBreaker coreBreaker(const std::string& name) {
   return RuleBreaker::NONE;
 }
 
+LeaseRuleBreaker leaseBreaker(const std::string& name) {
+  if (name == "lease-no-drift-margin") return LeaseRuleBreaker::NO_DRIFT_MARGIN;
+  if (name == "lease-renewal-ignored") return LeaseRuleBreaker::RENEWAL_IGNORED;
+  if (name == "lease-checkpoint-short") return LeaseRuleBreaker::CHECKPOINT_SHORT;
+  return LeaseRuleBreaker::NONE;
+}
+
 std::string ballotText(const Ballot& b) {
   return "(" + std::to_string(b.round) + "," + std::to_string(b.member) + ")";
 }
@@ -253,16 +341,25 @@ class Simulator {
         out_(out),
         prng_(options.seed),
         handoffPrng_(options.seed ^ 0x68616e646f6666ULL),
-        catchUpPrng_(options.seed ^ 0x636174636875ULL) {
+        catchUpPrng_(options.seed ^ 0x636174636875ULL),
+        leasePrng_(options.seed ^ 0x6c65617365ULL) {
     if (options.nodes < 1 || options.nodes > 7) {
       throw std::invalid_argument("--nodes must be between 1 and 7");
     }
     if (!options.breaker.empty() && options.breaker != "crash-drops-synced-promise" &&
-        coreBreaker(options.breaker) == RuleBreaker::NONE) {
+        coreBreaker(options.breaker) == RuleBreaker::NONE &&
+        leaseBreaker(options.breaker) == LeaseRuleBreaker::NONE) {
       throw std::invalid_argument("unknown rule breaker '" + options.breaker + "'");
     }
+    if (leaseBreaker(options.breaker) != LeaseRuleBreaker::NONE && !options.leases) {
+      throw std::invalid_argument("rule breaker '" + options.breaker +
+                                  "' needs the lease workload");
+    }
     dropsSyncedPromise_ = options.breaker == "crash-drops-synced-promise";
+    leaseBreaker_ = leaseBreaker(options.breaker);
     chooseParams();
+    leaseChecker_ = std::make_unique<LeaseChecker>(LeaseBoundOptions{
+        params_.drift, params_.leaseClock.checkpointIntervalNs, params_.leaseSlack});
     trace_.resize(std::max<uint32_t>(1, options.traceSteps));
   }
 
@@ -320,6 +417,26 @@ class Simulator {
   void retry(uint32_t client, std::optional<uint32_t> node, Nanos delay);
   void completeOp(uint32_t client, uint64_t value);
 
+  // Leases: apps, the members' renewers and expirers (as the daemon runs them), and the checks.
+  void startLeases(uint32_t index);
+  void stopLeases(uint32_t index);
+  void leaseTick(uint32_t index);
+  void leaseAppEvent(const Event& event);
+  void scheduleApp(uint32_t index, uint32_t app, Nanos delay);
+  void grantLease(uint32_t index, uint32_t app);
+  void stopKeepingAlive(uint32_t index, uint32_t app);
+  void takeRenewals(uint32_t index);
+  uint64_t issueLease(uint32_t index, IssuedLeaseCommand issued);
+  void submitLease(uint32_t index, uint64_t sequence);
+  void forward(uint32_t from, uint32_t to, const std::string& command);
+  void forwarded(const Event& event);
+  void leaseCommandApplied(uint32_t index, const election::AppliedCommand& applied, bool first);
+  void firstLeaseApply(uint32_t index, const election::AppliedCommand& applied);
+  void ownLeaseApplied(uint32_t index, const election::AppliedCommand& applied);
+  void leaseGivenUp(uint32_t index, PendingLeaseCommand command);
+  void checkHolderSafe(uint64_t id);
+  void checkLeasesAfterStep();
+
   // Checks.
   void checkAfterStep();
   void checkHistory();
@@ -341,6 +458,9 @@ class Simulator {
   Prng handoffPrng_;
   // Catch-up choices (short log retention, wiped data dirs) too.
   Prng catchUpPrng_;
+  // And the lease workload: its parameters, apps and forwarded commands.
+  Prng leasePrng_;
+  LeaseRuleBreaker leaseBreaker_ = LeaseRuleBreaker::NONE;
   Params params_{};
   bool dropsSyncedPromise_ = false;
 
@@ -375,6 +495,14 @@ class Simulator {
   std::unordered_map<uint64_t, std::string> issued_;       // value id -> the encoded command
   std::vector<election::AppliedCommand> appliedCommands_;  // scratch
   std::array<std::vector<std::pair<uint64_t, uint64_t>>, MAX_KEYS> acked_;  // (time, max pos)
+  std::vector<uint64_t> decidedDigest_;  // by slot: the state digest right after applying it
+
+  // Lease checker state.
+  std::map<election::CommandId, IssuedLeaseCommand> leaseIssued_;  // until first applied
+  std::unique_ptr<LeaseChecker> leaseChecker_;
+  Nanos coveredUntil_ = 0;  // real time until which a member known now is a valid leader
+  std::unordered_map<uint64_t, std::string> forwards_;
+  uint64_t nextForward_ = 1;
 
   std::vector<Trace> trace_;
   std::vector<bool> leaseHeld_;  // --verbose
@@ -416,6 +544,21 @@ void Simulator::chooseParams() {
   // Restart window, then several election rounds (split votes are possible), then a client's
   // retry cycle. Generous, but bounded: a run that needs more is stuck.
   p.livenessBound = restartWindow + 10 * 2 * p.electionTimeout + 2 * p.attemptTimeout + 500 * MS;
+
+  // TTLs from a few election timeouts to tens of them.
+  const Nanos e = p.electionTimeout;
+  p.leaseApps = static_cast<uint32_t>(leasePrng_.uniform(1, 5));
+  p.leaseTtlMinMs = static_cast<uint64_t>(e / MS) * leasePrng_.uniform(3, 9);
+  p.leaseTtlMaxMs = p.leaseTtlMinMs * leasePrng_.uniform(2, 6);
+  p.leaseCommandRetry = e;
+  p.leaseCommandGiveUp = 3 * e;
+  p.leaseClock.maxClockDrift = p.drift;
+  p.leaseClock.checkpointIntervalNs = e * static_cast<Nanos>(leasePrng_.uniform(2, 21));
+  p.leaseClock.retryNs = e * static_cast<Nanos>(leasePrng_.uniform(1, 4));
+  p.leaseClock.minBatchIntervalNs = p.heartbeat * static_cast<Nanos>(leasePrng_.uniform(1, 9));
+  // The lifetime bound's slack: the leader proposes an expiry at its next tick, again after the
+  // retry interval if it was not queued, and the expiry's commit takes up to an election timeout.
+  p.leaseSlack = 2 * p.tickMax + p.leaseClock.retryNs + e;
 }
 
 election::Options Simulator::coreOptions(uint32_t node) const {
@@ -467,6 +610,7 @@ void Simulator::startNode(uint32_t index, bool fresh) {
   node.up = true;
   node.persisting = false;
   node.readWaiters.clear();
+  if (options_.leases) startLeases(index);
   schedule(now_ + static_cast<Nanos>(prng_.uniform(0, params_.tickMax)), EventKind::TICK, index,
            node.life);
   drive(index);
@@ -503,6 +647,7 @@ RunResult Simulator::run() {
       Event event = events_.top();
       events_.pop();
       now_ = event.at;
+      leaseChecker_->advance(now_, coveredUntil_);
       ++step_;
       handle(event);
       checkAfterStep();
@@ -522,7 +667,8 @@ RunResult Simulator::run() {
 
 void Simulator::handle(const Event& event) {
   const bool forNode = event.kind == EventKind::DELIVER || event.kind == EventKind::TICK ||
-                       event.kind == EventKind::PERSIST_DONE;
+                       event.kind == EventKind::PERSIST_DONE ||
+                       event.kind == EventKind::LEASE_APP || event.kind == EventKind::FORWARD;
   if (forNode && nodes_[event.node].pausedUntil > now_) {
     // The process is stopped: the event waits, in order, until it runs again.
     Event later = event;
@@ -541,6 +687,7 @@ void Simulator::handle(const Event& event) {
       record(event.kind, event.node, 0, "");
       node.core->tick(localNow(node));
       drive(event.node);
+      if (options_.leases) leaseTick(event.node);
       schedule(now_ + static_cast<Nanos>(prng_.uniform(params_.tickMin, params_.tickMax)),
                EventKind::TICK, event.node, node.life);
       break;
@@ -588,6 +735,12 @@ void Simulator::handle(const Event& event) {
       break;
     case EventKind::SNAPSHOT_DONE:
       snapshotArrived(event);
+      break;
+    case EventKind::LEASE_APP:
+      leaseAppEvent(event);
+      break;
+    case EventKind::FORWARD:
+      forwarded(event);
       break;
     case EventKind::CHAOS_START:
       if (event.tag != phase_) return;
@@ -658,6 +811,12 @@ void Simulator::drive(uint32_t index) {
       serveRead(index, outcome);
     for (const std::string& command : ready.droppedCommands) {
       auto id = election::commandIdOf(command);
+      if (id && id->member == NODE_MEMBER_BASE + index && id->incarnation == node.incarnation()) {
+        // Never decided: the next lease tick submits it again.
+        auto pending = node.pendingLease.find(id->sequence);
+        if (pending != node.pendingLease.end()) pending->second.resubmitAt = 0;
+        continue;
+      }
       if (!id || id->member >= clients_.size()) continue;
       Client& client = clients_[id->member];
       if (client.state == Client::WAITING && client.write && client.node == index &&
@@ -765,9 +924,32 @@ void Simulator::applyEntry(uint32_t index, const LogEntry& entry) {
   if (appliedCommands_.size() != entry.value.commands.size()) {
     fail("validity", "slot " + std::to_string(entry.slot) + " holds an unreadable command");
   }
+  // State agreement, leases and locks included: every member's state right after a slot is the
+  // same, however it got to the slot before (applying, a snapshot, a restart from its store).
+  if (decidedDigest_.size() <= entry.slot) decidedDigest_.resize(entry.slot * 2 + 16, 0);
+  const uint64_t digest = node.state->stateDigest() | 1;
+  if (first) {
+    decidedDigest_[entry.slot] = digest;
+  } else if (decidedDigest_[entry.slot] != digest) {
+    fail("state-agreement", "member " + std::to_string(index) + " holds a different state (keys, " +
+                                "leases, locks or revision) right after slot " +
+                                std::to_string(entry.slot) + " than the first member to apply it");
+  }
+  if (node.state->leases().digest() != node.state->leases().recomputeDigest()) {
+    fail("state-agreement", "member " + std::to_string(index) +
+                                "'s lease digest differs from the one recomputed after slot " +
+                                std::to_string(entry.slot));
+  }
+  if (options_.leases) {
+    node.expirer->onApplied(node.state->leases(), node.state->takeTouchedLeases(), localNow(node));
+  }
   for (size_t i = 0; i < appliedCommands_.size(); ++i) {
     const election::AppliedCommand& applied = appliedCommands_[i];
     const uint32_t c = applied.id.member;
+    if (c >= NODE_MEMBER_BASE) {
+      leaseCommandApplied(index, applied, first);
+      continue;
+    }
     const uint64_t value = valueId(c, applied.id.sequence);
     auto issued = issued_.find(value);
     if (c >= clients_.size() || applied.id.incarnation != 1 || issued == issued_.end() ||
@@ -831,6 +1013,7 @@ void Simulator::crash(uint32_t index) {
   node.pausedUntil = 0;
   ++node.life;
   node.core.reset();
+  if (options_.leases) stopLeases(index);
   node.persisting = false;  // the write on its way to disk is lost
   node.inFlight = Ready{};
   if (dropsSyncedPromise_ && node.store.promised() != node.previousDurablePromised) {
@@ -934,6 +1117,9 @@ void Simulator::snapshotArrived(const Event& event) {
   node.state = std::move(state);
   node.applied = slot;
   node.core->installSnapshot(slot, localNow(node));
+  if (options_.leases) {
+    node.expirer->onApplied(node.state->leases(), node.state->takeTouchedLeases(), localNow(node));
+  }
   drive(event.node);
 }
 
@@ -1299,10 +1485,467 @@ void Simulator::completeOp(uint32_t c, uint64_t value) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Leases: each member runs a LeaseRenewer for its apps' leases and a LeaseExpirer, as the daemon
+// does; its grants, renewal batches and revokes go to the leader (forwarded when it is not the
+// leader), its expiries and checkpoints are proposed only while it leads with a valid lease.
+
+void Simulator::startLeases(uint32_t index) {
+  Node& node = nodes_[index];
+  node.renewer = std::make_unique<election::LeaseRenewer>(params_.leaseClock);
+  node.expirer = std::make_unique<election::LeaseExpirer>(params_.leaseClock, leaseBreaker_);
+  node.state->takeTouchedLeases();  // the restore: the expirer counts from its first takeover
+  node.pendingLease.clear();
+  node.nextSequence = 1;
+  node.nextLeaseCounter = node.state->leaseCounter(index) + 1;
+  node.apps.assign(params_.leaseApps, LeaseApp{});
+  for (uint32_t a = 0; a < node.apps.size(); ++a) {
+    scheduleApp(index, a, static_cast<Nanos>(leasePrng_.uniform(0, params_.leaseTtlMinMs)) * MS);
+  }
+}
+
+// The process is gone, and its apps' connections with it: nobody keeps its leases alive.
+void Simulator::stopLeases(uint32_t index) {
+  Node& node = nodes_[index];
+  node.renewer.reset();
+  node.expirer.reset();
+  node.apps.clear();
+  node.pendingLease.clear();
+  node.state->leases().forEachLease([&](const election::Lease& lease) {
+    if (election::leaseIdMember(lease.id) == index) leaseChecker_->stopped(lease.id);
+  });
+  // Leases of this member that some other member applied first and this one did not yet.
+  for (const auto& [id, issued] : leaseIssued_) {
+    if (id.member == NODE_MEMBER_BASE + index && issued.kind == LeaseCommandKind::GRANT) {
+      leaseChecker_->stopped(issued.lease);
+    }
+  }
+}
+
+void Simulator::scheduleApp(uint32_t index, uint32_t app, Nanos delay) {
+  Node& node = nodes_[index];
+  LeaseApp& a = node.apps[app];
+  ++a.attempt;
+  schedule(now_ + delay, EventKind::LEASE_APP, index, node.life, a.attempt, app);
+}
+
+void Simulator::leaseAppEvent(const Event& event) {
+  Node& node = nodes_[event.node];
+  if (!node.up || node.life != event.tag || event.payload >= node.apps.size()) return;
+  LeaseApp& app = node.apps[event.payload];
+  if (app.attempt != event.from) return;
+  if (app.state == LeaseApp::IDLE) {
+    grantLease(event.node, event.payload);
+  } else if (app.state == LeaseApp::HOLDING) {
+    if (now_ >= app.keepAliveUntil) {
+      stopKeepingAlive(event.node, event.payload);
+      return;
+    }
+    if (!node.renewer->keepAlive(app.lease, localNow(node))) {
+      // The lease ended; the member told the app when it applied the end.
+      app.state = LeaseApp::IDLE;
+      scheduleApp(event.node, event.payload, 0);
+      return;
+    }
+    takeRenewals(event.node);
+    const uint64_t ttl = app.ttlMs * static_cast<uint64_t>(MS);
+    scheduleApp(event.node, event.payload,
+                static_cast<Nanos>(leasePrng_.uniform(ttl / 10, ttl / 4)));
+  }
+  drive(event.node);
+}
+
+void Simulator::grantLease(uint32_t index, uint32_t app) {
+  Node& node = nodes_[index];
+  LeaseApp& a = node.apps[app];
+  a.state = LeaseApp::GRANTING;
+  a.ttlMs = leasePrng_.uniform(params_.leaseTtlMinMs, params_.leaseTtlMaxMs + 1);
+  a.lease = election::makeLeaseId(index, node.nextLeaseCounter++);
+  const uint64_t sequence = node.nextSequence;
+  std::string encoded = encodeMemberCommand(index, node.incarnation(), sequence,
+                                            [&](records::Command::Builder command) {
+                                              auto grant = command.initLeaseGrant();
+                                              grant.setId(a.lease);
+                                              grant.setTtlMs(a.ttlMs);
+                                              auto holder = grant.initHolder();
+                                              holder.setMember(index);
+                                              holder.setPid(static_cast<int32_t>(1000 + app));
+                                              holder.setUid(1000);
+                                            });
+  IssuedLeaseCommand issued;
+  issued.kind = LeaseCommandKind::GRANT;
+  issued.lease = a.lease;
+  issued.ttlMs = a.ttlMs;
+  issueLease(index, std::move(issued));
+  PendingLeaseCommand pending;
+  pending.encoded = std::move(encoded);
+  pending.kind = LeaseCommandKind::GRANT;
+  pending.app = app;
+  pending.sentLocal = localNow(node);
+  pending.giveUpAt = pending.sentLocal + params_.leaseCommandGiveUp;
+  node.pendingLease.emplace(sequence, std::move(pending));
+  submitLease(index, sequence);
+}
+
+// The app revokes its lease, or stops (crashes) and leaves it to expire.
+void Simulator::stopKeepingAlive(uint32_t index, uint32_t app) {
+  Node& node = nodes_[index];
+  LeaseApp& a = node.apps[app];
+  leaseChecker_->stopped(a.lease);
+  if (!a.revokes) {
+    a.state = LeaseApp::IDLE;
+    scheduleApp(index, app, static_cast<Nanos>(leasePrng_.uniform(0, a.ttlMs)) * MS);
+    return;
+  }
+  node.renewer->forget(a.lease);
+  a.state = LeaseApp::REVOKING;
+  const uint64_t sequence = node.nextSequence;
+  std::string encoded = encodeMemberCommand(
+      index, node.incarnation(), sequence,
+      [&](records::Command::Builder command) { command.initLeaseRevoke().setId(a.lease); });
+  IssuedLeaseCommand issued;
+  issued.kind = LeaseCommandKind::REVOKE;
+  issued.lease = a.lease;
+  issueLease(index, std::move(issued));
+  PendingLeaseCommand pending;
+  pending.encoded = std::move(encoded);
+  pending.kind = LeaseCommandKind::REVOKE;
+  pending.app = app;
+  pending.sentLocal = localNow(node);
+  pending.giveUpAt = pending.sentLocal + params_.leaseCommandGiveUp;
+  node.pendingLease.emplace(sequence, std::move(pending));
+  submitLease(index, sequence);
+}
+
+void Simulator::takeRenewals(uint32_t index) {
+  Node& node = nodes_[index];
+  auto batch = node.renewer->takeBatch(node.state->leases(), localNow(node));
+  if (!batch) return;
+  ++stats_.renewBatches;
+  const uint64_t sequence = node.nextSequence;
+  std::string encoded = encodeMemberCommand(
+      index, node.incarnation(), sequence, [&](records::Command::Builder command) {
+        auto list =
+            command.initLeaseRenew().initRenewals(static_cast<unsigned>(batch->renewals.size()));
+        for (size_t i = 0; i < batch->renewals.size(); ++i) {
+          list[i].setId(batch->renewals[i].first);
+          list[i].setEpoch(batch->renewals[i].second);
+        }
+      });
+  IssuedLeaseCommand issued;
+  issued.kind = LeaseCommandKind::RENEW;
+  for (const auto& renewal : batch->renewals)
+    issued.ids.push_back(renewal.first);
+  issueLease(index, std::move(issued));
+  PendingLeaseCommand pending;
+  pending.encoded = std::move(encoded);
+  pending.kind = LeaseCommandKind::RENEW;
+  pending.batch = batch->number;
+  pending.sentLocal = batch->sentAt;
+  pending.giveUpAt = batch->sentAt + params_.leaseCommandGiveUp;
+  node.pendingLease.emplace(sequence, std::move(pending));
+  submitLease(index, sequence);
+}
+
+// Takes the member's next sequence (the one its command was just encoded with) and remembers
+// what the command is, sent now.
+uint64_t Simulator::issueLease(uint32_t index, IssuedLeaseCommand issued) {
+  Node& node = nodes_[index];
+  issued.sentAt = now_;
+  issued.noLeaderAtSend = leaseChecker_->noLeaderTotal();
+  const uint64_t sequence = node.nextSequence++;
+  leaseIssued_[election::CommandId{NODE_MEMBER_BASE + index, node.incarnation(), sequence}] =
+      std::move(issued);
+  return sequence;
+}
+
+void Simulator::submitLease(uint32_t index, uint64_t sequence) {
+  Node& node = nodes_[index];
+  PendingLeaseCommand& command = node.pendingLease.at(sequence);
+  const Nanos local = localNow(node);
+  command.resubmitAt = local + params_.leaseCommandRetry;
+  if (node.core->role() == Role::LEADER) {
+    auto result = node.core->propose(command.encoded, local);
+    if (result.status != election::ProposeResult::NOT_LEADER) return;  // BUSY: resubmitted later
+  }
+  auto leader = node.core->knownLeader();
+  if (leader && *leader != index) forward(index, *leader, command.encoded);
+}
+
+void Simulator::forward(uint32_t from, uint32_t to, const std::string& command) {
+  if ((cut_[from] & (1u << to)) || leasePrng_.chance(loss_)) return;
+  const uint64_t id = nextForward_++;
+  forwards_.emplace(id, command);
+  schedule(now_ + static_cast<Nanos>(leasePrng_.uniform(params_.netMin, params_.netMax)),
+           EventKind::FORWARD, to, id, from);
+}
+
+void Simulator::forwarded(const Event& event) {
+  auto it = forwards_.find(event.tag);
+  if (it == forwards_.end()) return;
+  const std::string command = std::move(it->second);
+  forwards_.erase(it);
+  Node& node = nodes_[event.node];
+  const bool cut = cut_[event.from] & (1u << event.node);
+  record(event.kind, event.node, event.from, cut ? "(cut)" : !node.up ? "(down)" : "");
+  if (!node.up || cut || node.core->role() != Role::LEADER) return;  // the sender resubmits
+  node.core->propose(command, localNow(node));
+  drive(event.node);
+}
+
+void Simulator::leaseTick(uint32_t index) {
+  Node& node = nodes_[index];
+  if (!node.up) return;
+  const Nanos local = localNow(node);
+  const bool leading = node.core->role() == Role::LEADER && local < node.core->leaseHeldUntil();
+  auto due = node.expirer->tick(node.state->leases(), leading, node.core->ballot(), local);
+  for (const election::LeaseExpiry& expiry : due.expire) {
+    IssuedLeaseCommand issued;
+    issued.kind = LeaseCommandKind::EXPIRE;
+    issued.lease = expiry.id;
+    const std::string encoded = encodeMemberCommand(index, node.incarnation(), node.nextSequence,
+                                                    [&](records::Command::Builder command) {
+                                                      auto op = command.initLeaseExpire();
+                                                      op.setId(expiry.id);
+                                                      op.setEpoch(expiry.epoch);
+                                                    });
+    issueLease(index, std::move(issued));
+    node.core->propose(encoded, local);  // not queued: the expirer proposes it again
+  }
+  if (!due.checkpoint.empty()) {
+    IssuedLeaseCommand issued;
+    issued.kind = LeaseCommandKind::CHECKPOINT;
+    issued.entries = due.checkpoint.size();
+    const std::string encoded = encodeMemberCommand(
+        index, node.incarnation(), node.nextSequence, [&](records::Command::Builder command) {
+          auto list = command.initLeaseCheckpoint().initCheckpoints(
+              static_cast<unsigned>(due.checkpoint.size()));
+          for (size_t i = 0; i < due.checkpoint.size(); ++i) {
+            list[i].setId(due.checkpoint[i].id);
+            list[i].setEpoch(due.checkpoint[i].epoch);
+            list[i].setRemainingMs(due.checkpoint[i].remainingMs);
+          }
+        });
+    issueLease(index, std::move(issued));
+    node.core->propose(encoded, local);
+  }
+  // The member's own commands: submitted again until applied, or given up (outcome unknown).
+  for (auto it = node.pendingLease.begin(); it != node.pendingLease.end();) {
+    if (local >= it->second.giveUpAt) {
+      PendingLeaseCommand command = std::move(it->second);
+      it = node.pendingLease.erase(it);
+      leaseGivenUp(index, std::move(command));
+      continue;
+    }
+    if (local >= it->second.resubmitAt) submitLease(index, it->first);
+    ++it;
+  }
+  takeRenewals(index);
+  drive(index);
+}
+
+void Simulator::leaseGivenUp(uint32_t index, PendingLeaseCommand command) {
+  Node& node = nodes_[index];
+  switch (command.kind) {
+    case LeaseCommandKind::RENEW:
+      node.renewer->batchFailed(command.batch);
+      break;
+    case LeaseCommandKind::GRANT:
+    case LeaseCommandKind::REVOKE: {
+      // The app is told it failed and tries a new lease; the old one, if it exists or comes to,
+      // is kept alive by nobody.
+      LeaseApp& app = node.apps[command.app];
+      leaseChecker_->stopped(app.lease);
+      node.renewer->forget(app.lease);
+      app.state = LeaseApp::IDLE;
+      scheduleApp(index, command.app, static_cast<Nanos>(leasePrng_.uniform(0, params_.heartbeat)));
+      break;
+    }
+    case LeaseCommandKind::EXPIRE:
+    case LeaseCommandKind::CHECKPOINT:
+      break;
+  }
+}
+
+void Simulator::leaseCommandApplied(uint32_t index, const election::AppliedCommand& applied,
+                                    bool first) {
+  if (first) firstLeaseApply(index, applied);
+  Node& node = nodes_[index];
+  // Every member tells its own apps when their leases end.
+  for (const election::LeaseEvent& event : applied.events) {
+    if (event.kind != election::LeaseEvent::Kind::LEASE_ENDED ||
+        election::leaseIdMember(event.lease) != index) {
+      continue;
+    }
+    node.renewer->forget(event.lease);
+    for (uint32_t a = 0; a < node.apps.size(); ++a) {
+      LeaseApp& app = node.apps[a];
+      if (app.lease != event.lease || app.state != LeaseApp::HOLDING) continue;
+      app.state = LeaseApp::IDLE;
+      scheduleApp(index, a, static_cast<Nanos>(leasePrng_.uniform(0, params_.heartbeat)));
+    }
+  }
+  if (applied.id.member == NODE_MEMBER_BASE + index &&
+      applied.id.incarnation == node.incarnation()) {
+    ownLeaseApplied(index, applied);
+  }
+}
+
+// The checks, at the first apply anywhere of a member's lease command (the same on every member:
+// state agreement).
+void Simulator::firstLeaseApply(uint32_t index, const election::AppliedCommand& applied) {
+  auto it = leaseIssued_.find(applied.id);
+  if (applied.duplicate) return;
+  if (it == leaseIssued_.end()) {
+    fail("validity", "member " + std::to_string(index) +
+                         " applied a lease command no member issued (member " +
+                         std::to_string(applied.id.member) + " incarnation " +
+                         std::to_string(applied.id.incarnation) + " sequence " +
+                         std::to_string(applied.id.sequence) + ")");
+  }
+  const IssuedLeaseCommand issued = std::move(it->second);
+  leaseIssued_.erase(it);
+  const election::CommandOutcome& outcome = applied.outcome;
+  const auto code = outcome.code;
+  const bool refusalAllowed =
+      (issued.kind == LeaseCommandKind::GRANT && code == election::StatusCode::INVALID_ARGUMENT) ||
+      ((issued.kind == LeaseCommandKind::REVOKE || issued.kind == LeaseCommandKind::EXPIRE) &&
+       code == election::StatusCode::NOT_FOUND);
+  if (code != election::StatusCode::OK && !refusalAllowed) {
+    fail("validity", "a lease command of member " +
+                         std::to_string(applied.id.member - NODE_MEMBER_BASE) +
+                         " was refused: " + outcome.message);
+  }
+  const uint32_t proposer = applied.id.member - NODE_MEMBER_BASE;
+  switch (issued.kind) {
+    case LeaseCommandKind::GRANT:
+      if (code == election::StatusCode::OK) {
+        ++stats_.leaseGrants;
+        leaseChecker_->granted(issued.lease, issued.ttlMs, issued.sentAt, issued.noLeaderAtSend,
+                               now_);
+        const Node& owner = nodes_[proposer];
+        const bool wanted = owner.up && owner.incarnation() == applied.id.incarnation &&
+                            owner.pendingLease.count(applied.id.sequence) != 0;
+        if (!wanted) leaseChecker_->stopped(issued.lease);
+      }
+      break;
+    case LeaseCommandKind::RENEW: {
+      for (uint64_t id : issued.ids) {
+        if (std::find(outcome.missing.begin(), outcome.missing.end(), id) !=
+            outcome.missing.end()) {
+          continue;
+        }
+        ++stats_.leaseRenewals;
+        leaseChecker_->renewed(id, issued.sentAt, issued.noLeaderAtSend, now_);
+      }
+      break;
+    }
+    case LeaseCommandKind::REVOKE:
+      break;
+    case LeaseCommandKind::EXPIRE:
+      if (code == election::StatusCode::OK && !outcome.succeeded) ++stats_.expiriesIgnored;
+      break;
+    case LeaseCommandKind::CHECKPOINT:
+      ++stats_.checkpointCommands;
+      stats_.checkpoints += issued.entries - outcome.missing.size();
+      break;
+  }
+  for (const election::LeaseEvent& event : applied.events) {
+    if (event.kind != election::LeaseEvent::Kind::LEASE_ENDED) continue;
+    ++(event.expired ? stats_.leaseExpiries : stats_.leaseRevokes);
+    if (event.expired) checkHolderSafe(event.lease);
+    if (auto violation = leaseChecker_->ended(event.lease, event.expired, now_)) {
+      fail(violation->invariant, violation->detail);
+    }
+  }
+}
+
+void Simulator::ownLeaseApplied(uint32_t index, const election::AppliedCommand& applied) {
+  Node& node = nodes_[index];
+  auto it = node.pendingLease.find(applied.id.sequence);
+  if (it == node.pendingLease.end()) return;
+  PendingLeaseCommand command = std::move(it->second);
+  node.pendingLease.erase(it);
+  if (applied.duplicate) {
+    // Its first application went by unseen (in a snapshot): the outcome may be gone.
+    leaseGivenUp(index, std::move(command));
+    return;
+  }
+  switch (command.kind) {
+    case LeaseCommandKind::RENEW:
+      node.renewer->batchApplied(command.batch, applied.outcome.missing);
+      break;
+    case LeaseCommandKind::GRANT: {
+      LeaseApp& app = node.apps[command.app];
+      if (applied.outcome.code != election::StatusCode::OK) {
+        node.nextLeaseCounter =
+            std::max(node.nextLeaseCounter, node.state->leaseCounter(index) + 1);
+        app.state = LeaseApp::IDLE;
+        scheduleApp(index, command.app, 0);
+        break;
+      }
+      node.renewer->track(app.lease, app.ttlMs, command.sentLocal);
+      app.state = LeaseApp::HOLDING;
+      const uint64_t ttl = app.ttlMs * static_cast<uint64_t>(MS);
+      app.keepAliveUntil = now_ + static_cast<Nanos>(leasePrng_.uniform(0, 4 * ttl));
+      app.revokes = leasePrng_.chance(0.5);
+      scheduleApp(index, command.app, static_cast<Nanos>(leasePrng_.uniform(ttl / 10, ttl / 4)));
+      break;
+    }
+    case LeaseCommandKind::REVOKE: {
+      LeaseApp& app = node.apps[command.app];
+      app.state = LeaseApp::IDLE;
+      scheduleApp(index, command.app, static_cast<Nanos>(leasePrng_.uniform(0, app.ttlMs)) * MS);
+      break;
+    }
+    case LeaseCommandKind::EXPIRE:
+    case LeaseCommandKind::CHECKPOINT:
+      break;
+  }
+}
+
+// holder-safety: the member holding a lease never believes it safe at a moment it has ended: at
+// the expiry's first apply anywhere, its renewer's safeUntil (its own clock) has passed.
+void Simulator::checkHolderSafe(uint64_t id) {
+  const uint32_t h = election::leaseIdMember(id);
+  if (h >= nodes_.size()) return;
+  const Node& holder = nodes_[h];
+  if (!holder.up || !holder.renewer) return;
+  auto safe = holder.renewer->safeUntil(id);
+  if (!safe) return;
+  ++stats_.holderChecks;
+  const Nanos local = localNow(holder);
+  if (*safe > local) {
+    std::ostringstream detail;
+    detail << "lease " << h << ":" << (id & election::LEASE_ID_COUNTER_MASK)
+           << " expired while member " << h << " tells its app it is safe for another "
+           << (*safe - local) / 1000 << "us of its clock (rate " << holder.rate << ")";
+    fail("lease-holder-safety", detail.str());
+  }
+}
+
+// Tracks when some member is a valid leader (for the lifetime bound), and sweeps for leases
+// nobody keeps alive that outlived their bound.
+void Simulator::checkLeasesAfterStep() {
+  Nanos covered = now_;
+  for (const Node& node : nodes_) {
+    if (!node.up || node.pausedUntil > now_ || node.core->role() != Role::LEADER) continue;
+    const Nanos local = localNow(node);
+    if (local >= node.core->leaseHeldUntil()) continue;
+    const double left = static_cast<double>(node.core->leaseHeldUntil() - local) / node.rate;
+    covered = std::max(covered, now_ + static_cast<Nanos>(left));
+  }
+  coveredUntil_ = covered;
+  if (step_ % 64 == 0) {
+    if (auto violation = leaseChecker_->sweep(now_)) fail(violation->invariant, violation->detail);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Checks
 
 void Simulator::checkAfterStep() {
   if (options_.verbose) printLeaseChanges();
+  if (options_.leases) checkLeasesAfterStep();
   // At most one member believes it holds the leader lease at this (true) instant.
   int holders = 0;
   for (const Node& node : nodes_) {
@@ -1337,7 +1980,8 @@ void Simulator::checkStatesAgree() {
           [&](std::string_view k, const election::KeyRecord& r) { left.emplace_back(k, r); });
       b.state->forEachKey(
           [&](std::string_view k, const election::KeyRecord& r) { right.emplace_back(k, r); });
-      if (left != right || a.state->revision() != b.state->revision()) {
+      if (left != right || a.state->revision() != b.state->revision() ||
+          a.state->stateDigest() != b.state->stateDigest()) {
         fail("state-agreement", "members " + std::to_string(i) + " and " + std::to_string(j) +
                                     " applied slot " + std::to_string(a.state->appliedSlot()) +
                                     " but hold different states");
@@ -1433,6 +2077,24 @@ void Simulator::printSummary(double wallSeconds) {
        << "s snapshot_needed=" << stats_.snapshotNeeded
        << " snapshots=" << stats_.snapshotsInstalled << " wipes=" << stats_.wipes
        << " recoveries=" << stats_.recoveries << "\n";
+  if (options_.leases) {
+    const election::LeaseClockOptions& c = p.leaseClock;
+    out_ << "leases: apps=" << p.leaseApps << "/member ttl=" << p.leaseTtlMinMs << "-"
+         << p.leaseTtlMaxMs << "ms checkpoint_interval=" << c.checkpointIntervalNs / MS
+         << "ms retry=" << c.retryNs / MS << "ms batch_interval=" << c.minBatchIntervalNs / MS
+         << "ms slack=" << p.leaseSlack / MS << "ms grants=" << stats_.leaseGrants
+         << " renewals=" << stats_.leaseRenewals << " (batches " << stats_.renewBatches
+         << ") expiries=" << stats_.leaseExpiries << " (ignored " << stats_.expiriesIgnored
+         << ") revokes=" << stats_.leaseRevokes << " checkpoints=" << stats_.checkpoints
+         << " (commands " << stats_.checkpointCommands << ") holder_checks=" << stats_.holderChecks
+         << " live=" << leaseChecker_->live()
+         << " no_leader=" << static_cast<double>(leaseChecker_->noLeaderTotal()) / 1e9 << "s";
+    if (stats_.leaseExpiries > 0) {
+      out_ << " closest_to_bound=" << static_cast<double>(leaseChecker_->worstExcessNs()) / 1e6
+           << "ms";
+    }
+    out_ << "\n";
+  }
   out_ << "seed=" << options_.seed << " nodes=" << options_.nodes
        << (options_.breaker.empty() ? "" : " break=" + options_.breaker) << " wall=" << wallSeconds
        << "s steps_per_sec="
@@ -1449,7 +2111,10 @@ std::vector<std::string> breakerNames() {
           "lease-not-shortened",
           "lease-read-ignores-promised-slots",
           "heartbeat-decides-other-ballot",
-          "handoff-keeps-lease"};
+          "handoff-keeps-lease",
+          "lease-no-drift-margin",
+          "lease-renewal-ignored",
+          "lease-checkpoint-short"};
 }
 
 RunResult runSimulation(const RunOptions& options, std::ostream& out) {

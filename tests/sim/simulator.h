@@ -20,8 +20,12 @@ struct RunOptions {
   uint32_t nodes = 3;
   // Empty, or a rule breaker: acceptor-ignores-promise, leader-picks-any-value,
   // crash-drops-synced-promise, lease-not-shortened, lease-read-ignores-promised-slots,
-  // heartbeat-decides-other-ballot, handoff-keeps-lease.
+  // heartbeat-decides-other-ballot, handoff-keeps-lease, lease-no-drift-margin,
+  // lease-renewal-ignored, lease-checkpoint-short.
   std::string breaker;
+  // Apps on every member grant, keep alive, revoke and abandon leases; the members renew and
+  // expire them (election/lease_clock.h) and the lease invariants are checked.
+  bool leases = false;
   uint32_t traceSteps = 40;  // steps printed on a violation
   bool quiet = false;        // no parameter and statistics lines
   bool verbose = false;      // also print role and lease changes as they happen
