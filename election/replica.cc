@@ -688,6 +688,13 @@ void Replica::onHeartbeat(MemberIndex from, const Heartbeat& m, Nanos now) {
     return;
   }
   followLeader(from, m.ballot, now);
+  if (recovering_) {
+    // An ack is a lease vote: this member may have forgotten that it promised a newer ballot,
+    // and its ack could complete a quorum for a deposed leader's lease (and its stale reads).
+    // It learns the decided index and stays silent.
+    learnDecided(from, m.ballot, m.decidedSlot, now);
+    return;
+  }
   grantedLeaseUntil_ = now + leaseForAcceptorsNs_;
   grantedLeaseHolder_ = from;
   grantedLeaseBallot_ = m.ballot;

@@ -1126,7 +1126,7 @@ void wipe(Group& g, MemberIndex i) {
   g.applied[i].clear();
 }
 
-TEST_CASE("a recovering member neither promises, votes, grants pre-votes nor campaigns") {
+TEST_CASE("a recovering member neither promises, votes, acks heartbeats, grants pre-votes nor campaigns") {
   Options o = testOptions(2, 3);
   o.recovering = true;
   Single s(o);
@@ -1145,9 +1145,13 @@ TEST_CASE("a recovering member neither promises, votes, grants pre-votes nor cam
   r.step(0, PreVoteRequest{5, 0}, now);
   r.step(0, Prepare{Ballot{5, 0}, 1}, now);
   r.step(0, Accept{Ballot{5, 0}, 1, values({"x"}), 0}, now);
+  r.step(1, Heartbeat{Ballot{6, 1}, 7, 0}, now);
   readies = drain(r);
   CHECK(sentIn<Promise>(readies).empty());
   CHECK(sentIn<Accepted>(readies).empty());
+  // A heartbeat ack is a lease vote: a member that may have forgotten a newer promise gives none.
+  CHECK(sentIn<HeartbeatAck>(readies).empty());
+  CHECK(r.knownLeader() == std::optional<MemberIndex>(1));
   auto preVotes = sentIn<PreVoteReply>(readies);
   REQUIRE(preVotes.size() == 1);
   CHECK_FALSE(preVotes[0].second.granted);
