@@ -51,10 +51,12 @@ kj::Own<System> newEtcdSystem(kj::AsyncIoContext& io, std::vector<std::string> e
 // --- processes ------------------------------------------------------------------------------
 
 struct ProcessSample {
-  bool ok = false;         // false: the process is gone or /proc unreadable
-  double cpuSeconds = 0;   // user + system since the process started
-  uint64_t rssKb = 0;      // VmRSS
-  uint64_t peakRssKb = 0;  // VmHWM: the peak since start or since resetPeakRss
+  bool ok = false;           // false: the process is gone or /proc unreadable
+  double cpuSeconds = 0;     // on-CPU time of its live threads (schedstat, ns), else user + system
+  double userSeconds = 0;    // from /proc/PID/stat, in clock ticks (10 ms)
+  double systemSeconds = 0;  // the kernel's time on its behalf: fsync's journaling shows up here
+  uint64_t rssKb = 0;        // VmRSS
+  uint64_t peakRssKb = 0;    // VmHWM: the peak since start or since resetPeakRss
 };
 
 ProcessSample sampleProcess(pid_t pid);
