@@ -1,10 +1,9 @@
-// synod-bench: a load generator for synod. Closed-loop clients (each waits for its answer before
-// sending the next request), spread round-robin over the members' sockets, each on its own
-// connection, all on one KJ event loop. Reports throughput and latency percentiles as a table on
-// stdout and, with --json, one JSON object per workload.
-//
-//   synod-bench --socket PATH [--socket PATH...] [--workload put|get|sget|all]
-//               [--clients N[,N...]] [--seconds S] [--value-bytes B] [--keys K] [--json]
+// synod-bench: a load generator for synod, and for etcd on the same machine with the same clients.
+// Closed-loop clients (each waits for its answer before sending the next request), each on its own
+// connection, all on one KJ event loop, spread over the members. Reports throughput, latency
+// percentiles, the members' CPU per operation and peak RSS, idle CPU and RSS, and the floor (one
+// LMDB commit + one loopback round trip + one local RPC), as a markdown table on stdout or JSON
+// lines (--json). Progress goes to stderr. `synod-bench --help` has the command line.
 #include <kj/async-io.h>
 #include <kj/debug.h>
 #include <signal.h>
@@ -12,68 +11,163 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "clients/bench.h"
 #include "clients/synod_client.h"
 
-namespace synod::clients {
+namespace synod::clients::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// Workloads that need RPCs this build of the load generator does not drive yet: each gets a
+// Worker::operation branch once the daemon serves it (lease grant+revoke through Leases,
+// lock+unlock through Locks, watch fan-out through Kv.watch: events/s delivered to N watchers).
+const std::vector<std::string> PLANNED_WORKLOADS = {"lease", "lock", "watch"};
+const std::vector<std::string> WORKLOADS = {"put",          "get",  "get-leader",
+                                            "get-follower", "sget", "txn"};
 
 struct Options {
   std::vector<std::string> sockets;
-  std::vector<std::string> workloads{"put", "get"};
-  std::vector<uint32_t> clients{1, 64};
+  std::vector<std::string> etcd;  // host:port of each etcd member: drive etcd instead of synod
+  std::vector<std::string> workloads{"put", "get-leader", "get-follower", "sget", "txn"};
+  std::vector<uint32_t> clients{1, 8, 64, 256};
   double seconds = 5;
+  uint64_t ops = 0;  // > 0: each run ends after this many operations instead of after `seconds`
   size_t valueBytes = 100;
   uint32_t keys = 1000;
   bool json = false;
-  // Failover mode: this many rounds of killing the leader of a group this tool runs itself.
+  std::string jsonFile;     // also append the JSON lines here
+  std::vector<pid_t> pids;  // member processes to sample (the tool knows them when it runs them)
+  double idleSeconds = 0;
+  std::string floorDir;  // measure the floor with an LMDB environment made here
+  uint32_t floorCommits = 200;
+  // Running the group itself: one daemon per --config.
+  std::string synod;
+  std::vector<std::string> configs;
+  // Failover mode: this many rounds of stopping the leader, per signal.
   uint32_t failoverRounds = 0;
-  std::string synod;                 // the daemon binary
-  std::vector<std::string> configs;  // one per member
-  int killSignal = SIGKILL;
+  std::vector<int> signals{SIGKILL, SIGTERM};
 };
 
-struct Outcome {
-  std::string workload;
-  uint32_t clients = 0;
-  double seconds = 0;
-  uint64_t ok = 0;
-  uint64_t failed = 0;
-  std::vector<double> latenciesUs;  // of successful operations
-  std::string firstError;
-  Clock::time_point latestSuccessStart;  // when the latest-started successful operation began
-};
+double since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
-double percentile(std::vector<double>& sorted, double p) {
+double percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
   size_t index = std::min(sorted.size() - 1, static_cast<size_t>(p / 100.0 * sorted.size()));
   return sorted[index];
 }
 
-// One closed-loop client: runs operations back to back until `end`.
+// --- synod through libsynod -------------------------------------------------------------------
+
+class SynodConnection final : public KvConnection {
+ public:
+  SynodConnection(kj::AsyncIoProvider& io, std::string socket)
+      : client_(io, ClientOptions{std::move(socket), 5000, 1000}) {}
+
+  kj::Promise<Status> put(const std::string& key, const std::string& value) override {
+    return client_.put(key, value).then([](Result<Empty> r) { return r.status; });
+  }
+  kj::Promise<Status> get(const std::string& key, bool serializable) override {
+    ReadOptions read;
+    read.serializable = serializable;
+    return client_.get(key, read).then([](Result<KeyValue> r) { return r.status; });
+  }
+  kj::Promise<Status> txn(const std::string& key, const std::string& expected,
+                          const std::string& value) override {
+    Txn txn;
+    Compare compare;
+    compare.key = key;
+    compare.value = expected;
+    txn.compares.push_back(std::move(compare));
+    txn.success.push_back(TxnOp::put(key, value));
+    return client_.txn(std::move(txn)).then([](Result<TxnReply> r) { return r.status; });
+  }
+
+  AsyncClient& client() { return client_; }
+
+ private:
+  AsyncClient client_;
+};
+
+class SynodSystem final : public System {
+ public:
+  SynodSystem(kj::AsyncIoContext& io, std::vector<std::string> sockets)
+      : io_(io), sockets_(std::move(sockets)) {}
+
+  const char* name() const override { return "synod"; }
+  size_t members() const override { return sockets_.size(); }
+  std::string memberName(size_t member) const override { return sockets_[member]; }
+  kj::Own<KvConnection> connect(size_t member) override {
+    return kj::heap<SynodConnection>(*io_.provider, sockets_[member]);
+  }
+  int leader(kj::WaitScope& waitScope) override {
+    for (size_t i = 0; i < sockets_.size(); ++i) {
+      AsyncClient admin(*io_.provider, ClientOptions{sockets_[i], 500, 500});
+      auto status = admin.status().wait(waitScope);
+      if (status.ok() && status->role == "leader") return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+ private:
+  kj::AsyncIoContext& io_;
+  std::vector<std::string> sockets_;
+};
+
+// --- the closed loop --------------------------------------------------------------------------
+
+struct Outcome {
+  std::string workload;
+  uint32_t clients = 0;
+  double seconds = 0;
+  uint64_t started = 0;
+  uint64_t ok = 0;
+  uint64_t failed = 0;
+  std::vector<double> latenciesUs;  // of successful operations
+  std::string firstError;
+  Clock::time_point latestSuccessStart;  // when the latest-started successful operation began
+  double benchCpuSeconds = 0;
+  struct Member {
+    std::string name;
+    pid_t pid = 0;
+    double cpuSeconds = 0;
+    double userSeconds = 0;
+    double systemSeconds = 0;
+    uint64_t peakRssKb = 0;
+  };
+  std::vector<Member> members;  // the sampled processes
+};
+
+// One closed-loop client: runs operations back to back until `end` or until `maxOps` operations
+// have started over all clients of the run.
 class Worker {
  public:
-  Worker(kj::AsyncIoContext& io, std::string socket, const Options& options, std::string workload,
-         uint32_t index, Outcome& outcome, Clock::time_point end)
-      : client_(*io.provider, ClientOptions{socket, 5000, 1000}),
+  Worker(kj::Own<KvConnection> connection, const Options& options, std::string workload,
+         uint32_t index, Outcome& outcome, Clock::time_point end, uint64_t maxOps)
+      : connection_(kj::mv(connection)),
         options_(options),
         workload_(std::move(workload)),
         index_(index),
         outcome_(outcome),
         end_(end),
+        maxOps_(maxOps),
         value_(options.valueBytes, 'v') {}
 
   kj::Promise<void> run() {
-    if (Clock::now() >= end_) return kj::READY_NOW;
+    if (Clock::now() >= end_ || (maxOps_ > 0 && outcome_.started >= maxOps_)) {
+      return kj::READY_NOW;
+    }
+    ++outcome_.started;
     std::string key = "bench/" + std::to_string((index_ * 7919 + counter_++) % options_.keys);
     auto started = Clock::now();
     return operation(key).then([this, started](Status status) {
@@ -92,193 +186,328 @@ class Worker {
     });
   }
 
-  // Writes every key once so reads find something.
-  kj::Promise<void> preload(uint32_t from, uint32_t to) {
+  // Writes keys from, from + stride, … below `to`, so that reads and txns find their value.
+  kj::Promise<void> preload(uint32_t from, uint32_t to, uint32_t stride) {
     if (from >= to) return kj::READY_NOW;
-    return client_.put("bench/" + std::to_string(from), value_).then([this, from, to](auto) {
-      return preload(from + 1, to);
-    });
+    return connection_->put("bench/" + std::to_string(from), value_)
+        .then([this, from, to, stride](Status status) -> kj::Promise<void> {
+          if (!status.ok()) {
+            KJ_FAIL_REQUIRE("preload failed", codeName(status.code), status.message);
+          }
+          return preload(from + stride, to, stride);
+        });
   }
 
  private:
   kj::Promise<Status> operation(const std::string& key) {
-    if (workload_ == "put") {
-      return client_.put(key, value_).then([](Result<Empty> r) { return r.status; });
-    }
-    ReadOptions read;
-    read.serializable = workload_ == "sget";
-    return client_.get(key, read).then([](Result<KeyValue> r) { return r.status; });
+    if (workload_ == "put") return connection_->put(key, value_);
+    if (workload_ == "txn") return connection_->txn(key, value_, value_);
+    return connection_->get(key, workload_ == "sget");
   }
 
-  AsyncClient client_;
+  kj::Own<KvConnection> connection_;
   const Options& options_;
   std::string workload_;
   uint32_t index_;
   Outcome& outcome_;
   Clock::time_point end_;
+  uint64_t maxOps_;
   std::string value_;
   uint64_t counter_ = 0;
 };
 
-Outcome runOne(kj::AsyncIoContext& io, const Options& options, const std::string& workload,
+// The members a workload's clients go to, in turn: the leader's member alone for get-leader, the
+// followers' for get-follower, and every member, the leader's first, for the rest (so a single
+// client talks to the leader's member).
+std::vector<size_t> placement(const std::string& workload, size_t members, int leader) {
+  std::vector<size_t> order;
+  if (leader < 0) {
+    KJ_REQUIRE(workload != "get-leader" && workload != "get-follower",
+               "no member says it leads, so there is no leader's or follower's member",
+               workload.c_str());
+    for (size_t i = 0; i < members; ++i)
+      order.push_back(i);
+    return order;
+  }
+  size_t lead = static_cast<size_t>(leader);
+  if (workload != "get-follower") order.push_back(lead);
+  if (workload == "get-leader") return order;
+  for (size_t i = 0; i < members; ++i) {
+    if (i != lead) order.push_back(i);
+  }
+  KJ_REQUIRE(!order.empty(), "get-follower needs a group of more than one member");
+  return order;
+}
+
+struct MemberProcess {
+  std::string name;
+  pid_t pid;
+};
+
+Outcome runOne(kj::AsyncIoContext& io, System& system, const Options& options,
+               const std::vector<MemberProcess>& processes, const std::string& workload,
                uint32_t clients) {
   Outcome outcome;
   outcome.workload = workload;
   outcome.clients = clients;
+  auto order = placement(workload, system.members(), system.leader(io.waitScope));
+  std::vector<ProcessSample> before;
+  for (const auto& p : processes) {
+    resetPeakRss(p.pid);
+    before.push_back(sampleProcess(p.pid));
+  }
+  double benchCpu = selfCpuSeconds();
   auto started = Clock::now();
-  auto end = started + std::chrono::duration_cast<Clock::duration>(
-                           std::chrono::duration<double>(options.seconds));
+  auto end = options.ops > 0 ? Clock::time_point::max()
+                             : started + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(options.seconds));
   std::vector<std::unique_ptr<Worker>> workers;
   kj::Vector<kj::Promise<void>> running;
   for (uint32_t i = 0; i < clients; ++i) {
-    workers.push_back(std::make_unique<Worker>(io, options.sockets[i % options.sockets.size()],
-                                               options, workload, i, outcome, end));
+    workers.push_back(std::make_unique<Worker>(system.connect(order[i % order.size()]), options,
+                                               workload, i, outcome, end, options.ops));
     running.add(workers.back()->run());
   }
   kj::joinPromises(running.releaseAsArray()).wait(io.waitScope);
-  outcome.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  outcome.seconds = since(started);
+  outcome.benchCpuSeconds = selfCpuSeconds() - benchCpu;
+  for (size_t i = 0; i < processes.size(); ++i) {
+    auto after = sampleProcess(processes[i].pid);
+    Outcome::Member member{processes[i].name, processes[i].pid, 0, 0, 0, after.peakRssKb};
+    if (after.ok && before[i].ok) {
+      member.cpuSeconds = after.cpuSeconds - before[i].cpuSeconds;
+      member.userSeconds = after.userSeconds - before[i].userSeconds;
+      member.systemSeconds = after.systemSeconds - before[i].systemSeconds;
+    }
+    outcome.members.push_back(member);
+  }
+  std::sort(outcome.latenciesUs.begin(), outcome.latenciesUs.end());
   return outcome;
 }
 
-void preload(kj::AsyncIoContext& io, const Options& options) {
+void preload(kj::AsyncIoContext& io, System& system, const Options& options) {
+  int leader = system.leader(io.waitScope);
+  size_t member = leader >= 0 ? static_cast<size_t>(leader) : 0;
+  constexpr uint32_t WRITERS = 16;
   Outcome ignored;
-  Worker worker(io, options.sockets[0], options, "put", 0, ignored, Clock::now());
-  worker.preload(0, options.keys).wait(io.waitScope);
+  std::vector<std::unique_ptr<Worker>> workers;
+  kj::Vector<kj::Promise<void>> running;
+  for (uint32_t i = 0; i < std::min(WRITERS, options.keys); ++i) {
+    workers.push_back(std::make_unique<Worker>(system.connect(member), options, "put", 0, ignored,
+                                               Clock::now(), 0));
+    running.add(workers.back()->preload(i, options.keys, WRITERS));
+  }
+  kj::joinPromises(running.releaseAsArray()).wait(io.waitScope);
 }
 
-void report(const Outcome& o, bool json) {
-  std::vector<double> sorted = o.latenciesUs;
-  std::sort(sorted.begin(), sorted.end());
+// --- reports ----------------------------------------------------------------------------------
+
+// JSON lines on stdout (--json) and in --json-file; the markdown table is printed at the end.
+class Report {
+ public:
+  Report(const Options& options, std::string system) : options_(options), system_(system) {
+    if (!options.jsonFile.empty()) {
+      file_ = std::fopen(options.jsonFile.c_str(), "a");
+      if (file_ == nullptr) {
+        std::fprintf(stderr, "synod-bench: cannot write %s\n", options.jsonFile.c_str());
+        std::exit(2);
+      }
+    }
+  }
+  ~Report() {
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  Report(const Report&) = delete;
+  Report& operator=(const Report&) = delete;
+
+  void json(const std::string& line) {
+    std::string full = "{\"system\":\"" + system_ + "\"," + line.substr(1) + "\n";
+    if (options_.json) {
+      std::fputs(full.c_str(), stdout);
+      std::fflush(stdout);
+    }
+    if (file_ != nullptr) {
+      std::fputs(full.c_str(), file_);
+      std::fflush(file_);
+    }
+  }
+
+  void markdown(const std::string& text) {
+    if (!options_.json) markdown_ += text;
+  }
+
+  void finish() {
+    if (!options_.json) std::fputs(markdown_.c_str(), stdout);
+    std::fflush(stdout);
+  }
+
+ private:
+  const Options& options_;
+  std::string system_;
+  std::FILE* file_ = nullptr;
+  std::string markdown_;
+};
+
+std::string format(const char* pattern, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char* pattern, ...) {
+  char buffer[2048];
+  va_list args;
+  va_start(args, pattern);
+  std::vsnprintf(buffer, sizeof(buffer), pattern, args);
+  va_end(args);
+  return buffer;
+}
+
+void reportOutcome(Report& report, const Options& options, const Outcome& o) {
+  const auto& l = o.latenciesUs;
   double throughput = o.seconds > 0 ? o.ok / o.seconds : 0;
-  if (json) {
-    std::printf(
-        "{\"workload\":\"%s\",\"clients\":%u,\"seconds\":%.3f,\"ok\":%llu,\"failed\":%llu,"
-        "\"opsPerSecond\":%.1f,\"p50Us\":%.1f,\"p90Us\":%.1f,\"p99Us\":%.1f,\"p999Us\":%.1f}\n",
-        o.workload.c_str(), o.clients, o.seconds, static_cast<unsigned long long>(o.ok),
-        static_cast<unsigned long long>(o.failed), throughput, percentile(sorted, 50),
-        percentile(sorted, 90), percentile(sorted, 99), percentile(sorted, 99.9));
-  } else {
-    std::printf("%-8s %7u %12.0f %10.1f %10.1f %10.1f %10.1f %8llu\n", o.workload.c_str(),
-                o.clients, throughput, percentile(sorted, 50), percentile(sorted, 90),
-                percentile(sorted, 99), percentile(sorted, 99.9),
-                static_cast<unsigned long long>(o.failed));
+  double memberCpu = 0;
+  uint64_t peakRssKb = 0;
+  std::string members;
+  for (const auto& m : o.members) {
+    memberCpu += m.cpuSeconds;
+    peakRssKb = std::max(peakRssKb, m.peakRssKb);
+    members += format(
+        "%s{\"name\":\"%s\",\"pid\":%d,\"cpuSeconds\":%.3f,\"userSeconds\":%.2f,"
+        "\"systemSeconds\":%.2f,\"peakRssKb\":%llu}",
+        members.empty() ? "" : ",", m.name.c_str(), static_cast<int>(m.pid), m.cpuSeconds,
+        m.userSeconds, m.systemSeconds, static_cast<unsigned long long>(m.peakRssKb));
   }
+  double cpuPer1000 = o.ok > 0 && !o.members.empty() ? memberCpu / o.ok * 1000 : 0;
+  report.json(format(
+      "{\"kind\":\"workload\",\"workload\":\"%s\",\"clients\":%u,\"valueBytes\":%zu,"
+      "\"seconds\":%.3f,\"ok\":%llu,\"failed\":%llu,\"opsPerSecond\":%.1f,\"p50Us\":%.1f,"
+      "\"p90Us\":%.1f,\"p99Us\":%.1f,\"p999Us\":%.1f,\"cpuSecondsPer1000\":%.4f,"
+      "\"peakRssKb\":%llu,\"benchCpuSeconds\":%.3f,\"members\":[%s]}",
+      o.workload.c_str(), o.clients, options.valueBytes, o.seconds,
+      static_cast<unsigned long long>(o.ok), static_cast<unsigned long long>(o.failed), throughput,
+      percentile(l, 50), percentile(l, 90), percentile(l, 99), percentile(l, 99.9), cpuPer1000,
+      static_cast<unsigned long long>(peakRssKb), o.benchCpuSeconds, members.c_str()));
+  report.markdown(format("| %s | %u | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %s | %llu |\n",
+                         o.workload.c_str(), o.clients, throughput, percentile(l, 50),
+                         percentile(l, 90), percentile(l, 99), percentile(l, 99.9),
+                         o.members.empty() ? "–" : format("%.3f", cpuPer1000).c_str(),
+                         o.members.empty() ? "–" : format("%.1f", peakRssKb / 1024.0).c_str(),
+                         static_cast<unsigned long long>(o.failed)));
+  std::fprintf(stderr, "synod-bench: %s x%u: %.0f ops/s, p50 %.0f us, p99 %.0f us%s\n",
+               o.workload.c_str(), o.clients, throughput, percentile(l, 50), percentile(l, 99),
+               o.failed > 0
+                   ? format(", %llu failed", static_cast<unsigned long long>(o.failed)).c_str()
+                   : "");
   if (!o.firstError.empty()) std::fprintf(stderr, "  first error: %s\n", o.firstError.c_str());
-  std::fflush(stdout);
 }
 
-std::vector<std::string> splitCommas(const std::string& text) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t comma = text.find(',', start);
-    if (comma == std::string::npos) comma = text.size();
-    if (comma > start) parts.push_back(text.substr(start, comma - start));
-    start = comma + 1;
+// CPU % and RSS of each member over `seconds` without load.
+void measureIdle(kj::AsyncIoContext& io, Report& report, const Options& options,
+                 const std::vector<MemberProcess>& processes) {
+  std::fprintf(stderr, "synod-bench: idle for %.1f s\n", options.idleSeconds);
+  std::vector<ProcessSample> before;
+  for (const auto& p : processes)
+    before.push_back(sampleProcess(p.pid));
+  auto started = Clock::now();
+  io.provider->getTimer()
+      .afterDelay(static_cast<int64_t>(options.idleSeconds * 1000) * kj::MILLISECONDS)
+      .wait(io.waitScope);
+  double wall = since(started);
+  std::string members, text;
+  double maxCpu = 0;
+  uint64_t maxRss = 0;
+  for (size_t i = 0; i < processes.size(); ++i) {
+    auto after = sampleProcess(processes[i].pid);
+    double cpuPercent = (after.cpuSeconds - before[i].cpuSeconds) / wall * 100;
+    maxCpu = std::max(maxCpu, cpuPercent);
+    maxRss = std::max(maxRss, after.rssKb);
+    members += format("%s{\"name\":\"%s\",\"pid\":%d,\"cpuPercent\":%.3f,\"rssKb\":%llu}",
+                      members.empty() ? "" : ",", processes[i].name.c_str(),
+                      static_cast<int>(processes[i].pid), cpuPercent,
+                      static_cast<unsigned long long>(after.rssKb));
+    text += format("%s%s %.2f %% / %.1f MB", text.empty() ? "" : ", ", processes[i].name.c_str(),
+                   cpuPercent, after.rssKb / 1024.0);
   }
-  return parts;
+  report.json(
+      format("{\"kind\":\"idle\",\"seconds\":%.2f,\"maxCpuPercent\":%.3f,\"maxRssKb\":%llu,"
+             "\"members\":[%s]}",
+             wall, maxCpu, static_cast<unsigned long long>(maxRss), members.c_str()));
+  report.markdown(format("\nIdle over %.0f s (CPU %% / RSS): %s\n", wall, text.c_str()));
 }
 
-[[noreturn]] void usage(const char* problem) {
-  if (problem) std::fprintf(stderr, "synod-bench: %s\n", problem);
-  std::fprintf(
-      stderr,
-      "usage: synod-bench --socket PATH [--socket PATH...] [--workload put,get,sget]\n"
-      "                   [--clients 1,64] [--seconds 5] [--value-bytes 100]\n"
-      "                   [--keys 1000] [--json]\n"
-      "       synod-bench --failover ROUNDS --synod PATH --config FILE... [--signal KILL|TERM]\n"
-      "Workloads: put; get (linearizable); sget (serializable get). Clients are spread\n"
-      "round-robin over the sockets given (one per member).\n"
-      "Failover: runs the group itself (one daemon per --config), writes steadily through\n"
-      "every member, kills the leader ROUNDS times and reports how long writes stalled.\n");
-  std::exit(2);
-}
+struct Floor {
+  double lmdbCommitUs = 0;
+  double tcpRoundTripUs = 0;
+  double rpcRoundTripUs = 0;
+  double memberCommitP50Us = 0;  // the leader's own report of its recent group commits
+  double total() const { return lmdbCommitUs + tcpRoundTripUs + rpcRoundTripUs; }
+};
 
-uint64_t parseNumber(const std::string& text, const char* what) {
-  char* end = nullptr;
-  unsigned long long value = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0') usage((std::string(what) + ": not a number: " + text).c_str());
-  return value;
-}
-
-Options parse(int argc, char** argv) {
-  Options options;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) usage((arg + " needs a value").c_str());
-      return argv[++i];
-    };
-    if (arg == "--socket") {
-      options.sockets.push_back(next());
-    } else if (arg == "--workload") {
-      options.workloads = splitCommas(next());
-      for (const auto& w : options.workloads) {
-        if (w != "put" && w != "get" && w != "sget") usage(("unknown workload " + w).c_str());
-      }
-    } else if (arg == "--clients") {
-      options.clients.clear();
-      for (const auto& n : splitCommas(next())) {
-        uint64_t count = parseNumber(n, "--clients");
-        if (count < 1 || count > 4096) usage("--clients must be 1..4096");
-        options.clients.push_back(static_cast<uint32_t>(count));
-      }
-    } else if (arg == "--seconds") {
-      options.seconds = std::atof(next().c_str());
-      if (!(options.seconds > 0 && options.seconds <= 3600))
-        usage("--seconds must be in (0, 3600]");
-    } else if (arg == "--value-bytes") {
-      options.valueBytes = parseNumber(next(), "--value-bytes");
-    } else if (arg == "--keys") {
-      options.keys = static_cast<uint32_t>(parseNumber(next(), "--keys"));
-      if (options.keys < 1) usage("--keys must be at least 1");
-    } else if (arg == "--json") {
-      options.json = true;
-    } else if (arg == "--failover") {
-      options.failoverRounds = static_cast<uint32_t>(parseNumber(next(), "--failover"));
-    } else if (arg == "--synod") {
-      options.synod = next();
-    } else if (arg == "--config") {
-      options.configs.push_back(next());
-    } else if (arg == "--signal") {
-      std::string name = next();
-      if (name == "KILL") {
-        options.killSignal = SIGKILL;
-      } else if (name == "TERM") {
-        options.killSignal = SIGTERM;
-      } else {
-        usage("--signal must be KILL or TERM");
-      }
-    } else if (arg == "--help" || arg == "-h") {
-      usage(nullptr);
-    } else {
-      usage(("unknown argument " + arg).c_str());
+// The floor of a durable replicated write from a local app: one Unix-socket RPC to the member (its
+// health call, which does no work), one LMDB commit with fsync, one loopback TCP round trip.
+Floor measureFloor(kj::AsyncIoContext& io, const Options& options, const std::string& socket) {
+  std::fprintf(stderr, "synod-bench: measuring the floor (%u LMDB commits under %s)\n",
+               options.floorCommits, options.floorDir.c_str());
+  Floor floor;
+  floor.lmdbCommitUs =
+      lmdbCommitMedianUs(options.floorDir, options.floorCommits, options.valueBytes);
+  floor.tcpRoundTripUs = tcpRoundTripMedianUs(2000);
+  AsyncClient client(*io.provider, ClientOptions{socket, 5000, 1000});
+  std::vector<double> latencies;
+  for (int i = 0; i < 2000; ++i) {
+    auto started = Clock::now();
+    auto health = client.health().wait(io.waitScope);
+    KJ_REQUIRE(health.ok(), "health call for the RPC floor failed", health.status.message);
+    if (i >= 100) {  // the first calls connect and warm up
+      latencies.push_back(
+          std::chrono::duration<double, std::micro>(Clock::now() - started).count());
     }
   }
-  if (options.failoverRounds > 0) {
-    if (options.synod.empty() || options.configs.size() < 3) {
-      usage("--failover needs --synod PATH and --config FILE for each of at least 3 members");
-    }
-    return options;
-  }
-  if (options.sockets.empty()) options.sockets.push_back(defaultSocketPath());
-  return options;
+  floor.rpcRoundTripUs = median(latencies);
+  auto status = client.status().wait(io.waitScope);
+  if (status.ok()) floor.memberCommitP50Us = static_cast<double>(status->commitP50Us);
+  return floor;
 }
 
-// --- failover -----------------------------------------------------------------------------
+void reportFloor(Report& report, const Options& options, const Floor& floor,
+                 const std::vector<Outcome>& outcomes) {
+  double putUs = 0;
+  for (const auto& o : outcomes) {
+    if (o.workload == "put" && o.clients == 1) putUs = percentile(o.latenciesUs, 50);
+  }
+  double multiple = putUs > 0 ? putUs / floor.total() : 0;
+  // The same with the leader's own recent commit latency as the commit term: a cross-check when
+  // the scratch environment's commits and the daemon's differ on the same filesystem.
+  double memberFloor = floor.memberCommitP50Us + floor.tcpRoundTripUs + floor.rpcRoundTripUs;
+  double memberMultiple = putUs > 0 && floor.memberCommitP50Us > 0 ? putUs / memberFloor : 0;
+  report.json(format(
+      "{\"kind\":\"floor\",\"dir\":\"%s\",\"lmdbCommitUs\":%.1f,"
+      "\"tcpRoundTripUs\":%.1f,\"rpcRoundTripUs\":%.1f,\"floorUs\":%.1f,"
+      "\"putP50Us\":%.1f,\"putOverFloor\":%.2f,\"memberCommitP50Us\":%.0f,"
+      "\"putOverMemberFloor\":%.2f}",
+      options.floorDir.c_str(), floor.lmdbCommitUs, floor.tcpRoundTripUs, floor.rpcRoundTripUs,
+      floor.total(), putUs, multiple, floor.memberCommitP50Us, memberMultiple));
+  report.markdown(format(
+      "\nFloor: LMDB commit %.0f µs + loopback TCP round trip %.0f µs + Unix-socket RPC %.0f µs "
+      "= %.0f µs; single-client put p50 %.0f µs = %.2f × floor (with the leader's own group "
+      "commits, p50 %.0f µs, as the commit term: %.2f × floor)\n",
+      floor.lmdbCommitUs, floor.tcpRoundTripUs, floor.rpcRoundTripUs, floor.total(), putUs,
+      multiple, floor.memberCommitP50Us, memberMultiple));
+}
 
-// The `socket:` of a member's YAML config (the tool runs the daemons; it only needs to reach them).
-std::string socketOf(const std::string& config) {
+// --- running the group ------------------------------------------------------------------------
+
+[[noreturn]] void usage(const char* problem);
+
+// The value of a top-level `name:` line of a member's YAML config.
+std::string configValue(const std::string& config, const std::string& name) {
   std::ifstream in(config);
+  if (!in) usage(("cannot read " + config).c_str());
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("socket:", 0) != 0) continue;
-    std::string value = line.substr(7);
+    if (line.rfind(name + ":", 0) != 0) continue;
+    std::string value = line.substr(name.size() + 1);
     value.erase(0, value.find_first_not_of(" \t\""));
     value.erase(value.find_last_not_of(" \t\"") + 1);
     return value;
   }
-  usage(("no socket: line in " + config).c_str());
+  usage(("no " + name + ": line in " + config).c_str());
 }
 
 pid_t startDaemon(const std::string& synod, const std::string& config) {
@@ -307,121 +536,357 @@ bool waitFor(kj::AsyncIoContext& io, double seconds, Predicate&& predicate) {
   return false;
 }
 
-int runFailover(kj::AsyncIoContext& io, const Options& options) {
-  std::vector<std::string> sockets;
-  std::vector<pid_t> pids;
-  for (const auto& config : options.configs) {
-    sockets.push_back(socketOf(config));
-    pids.push_back(startDaemon(options.synod, config));
-  }
-  std::vector<std::unique_ptr<AsyncClient>> admins;
-  for (const auto& socket : sockets) {
-    admins.push_back(std::make_unique<AsyncClient>(*io.provider, ClientOptions{socket, 500, 500}));
-  }
-  // The member that says it leads.
-  auto leaderIndex = [&]() -> int {
-    for (size_t i = 0; i < admins.size(); ++i) {
-      auto status = admins[i]->status().wait(io.waitScope);
-      if (status.ok() && status->role == "leader") return static_cast<int>(i);
+// The daemons of a group this tool runs: started from their configs, stopped (SIGTERM) and reaped
+// when this goes.
+class Group {
+ public:
+  Group(const Options& options) : options_(options) {
+    for (const auto& config : options.configs) {
+      sockets.push_back(configValue(config, "socket"));
+      names.push_back(configValue(config, "node"));
+      pids.push_back(startDaemon(options.synod, config));
     }
-    return -1;
-  };
+  }
+  ~Group() {
+    for (pid_t pid : pids)
+      kill(pid, SIGTERM);
+    for (pid_t pid : pids)
+      waitpid(pid, nullptr, 0);
+  }
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
 
-  // Steady writes through every member; remember when each success completed.
+  void restart(size_t member) {
+    waitpid(pids[member], nullptr, 0);
+    pids[member] = startDaemon(options_.synod, options_.configs[member]);
+  }
+
+  std::vector<std::string> sockets;
+  std::vector<std::string> names;
+  std::vector<pid_t> pids;
+
+ private:
+  const Options& options_;
+};
+
+// --- failover ---------------------------------------------------------------------------------
+
+// Rounds of: steady writes through the followers' members, stop the leader with `signal`, time
+// until a write that started after the signal succeeds, restart the stopped member.
+bool failoverRounds(kj::AsyncIoContext& io, const Options& options, Group& group, int signal,
+                    std::vector<double>& stallsMs) {
+  SynodSystem system(io, group.sockets);
   Options load = options;
-  load.sockets = sockets;
   load.keys = 100;
   Clock::time_point far = Clock::now() + std::chrono::hours(24);
-  Outcome sink;
-  std::vector<std::unique_ptr<Worker>> writers;
-  kj::Vector<kj::Promise<void>> running;
-  std::vector<double> stallsMs;
-  int status = 0;
-  if (!waitFor(io, 30, [&] { return leaderIndex() >= 0; })) {
-    std::fprintf(stderr, "synod-bench: the group elected no leader within 30 s\n");
-    status = 1;
-  }
-  for (uint32_t round = 0; status == 0 && round < options.failoverRounds; ++round) {
+  const char* name = signal == SIGKILL ? "SIGKILL" : "SIGTERM";
+  for (uint32_t round = 0; round < options.failoverRounds; ++round) {
     int leader = -1;
-    if (!waitFor(io, 30, [&] { return (leader = leaderIndex()) >= 0; })) {
-      std::fprintf(stderr, "synod-bench: no leader before round %u\n", round + 1);
-      status = 1;
-      break;
+    if (!waitFor(io, 30, [&] { return (leader = system.leader(io.waitScope)) >= 0; })) {
+      std::fprintf(stderr, "synod-bench: no leader before %s round %u\n", name, round + 1);
+      return false;
     }
-    // A fresh writer per member per round, so a writer stuck on the killed member does not count.
-    sink = Outcome{};
-    writers.clear();
-    running = kj::Vector<kj::Promise<void>>();
-    for (size_t i = 0; i < sockets.size(); ++i) {
+    // A fresh writer per member per round, so a writer stuck on the stopped member does not count.
+    Outcome sink;
+    std::vector<std::unique_ptr<Worker>> writers;
+    kj::Vector<kj::Promise<void>> running;
+    for (size_t i = 0; i < group.sockets.size(); ++i) {
       if (static_cast<int>(i) == leader) continue;
-      writers.push_back(std::make_unique<Worker>(io, sockets[i], load, "put", i, sink, far));
+      writers.push_back(std::make_unique<Worker>(system.connect(i), load, "put", i, sink, far, 0));
       running.add(writers.back()->run().exclusiveJoin(
           io.provider->getTimer().afterDelay(60 * kj::SECONDS)));
     }
     waitFor(io, 0.3, [&] { return false; });  // steady state
-    if (sink.ok == 0) std::fprintf(stderr, "synod-bench: no writes succeeded before the kill\n");
-    auto killedAt = Clock::now();
-    kill(pids[leader], options.killSignal);
-    // Writes are back when a write that started after the kill has succeeded.
-    bool back = waitFor(io, 30, [&] { return sink.latestSuccessStart > killedAt; });
-    double stallMs = std::chrono::duration<double, std::milli>(Clock::now() - killedAt).count();
-    if (!back) {
-      std::fprintf(stderr, "synod-bench: writes did not resume within 30 s of round %u\n",
-                   round + 1);
-      status = 1;
-    }
+    if (sink.ok == 0) std::fprintf(stderr, "synod-bench: no writes succeeded before the signal\n");
+    auto signalledAt = Clock::now();
+    kill(group.pids[leader], signal);
+    // Writes are back when a write that started after the signal has succeeded.
+    bool back = waitFor(io, 30, [&] { return sink.latestSuccessStart > signalledAt; });
+    double stallMs = std::chrono::duration<double, std::milli>(Clock::now() - signalledAt).count();
     stallsMs.push_back(stallMs);
-    std::fprintf(stderr, "synod-bench: round %u: killed leader %s, writes back after %.0f ms\n",
-                 round + 1, options.configs[leader].c_str(), stallMs);
-    waitpid(pids[leader], nullptr, 0);
-    writers.clear();
+    std::fprintf(stderr, "synod-bench: %s round %u: leader %s, writes back after %.0f ms\n", name,
+                 round + 1, group.names[leader].c_str(), stallMs);
     running = kj::Vector<kj::Promise<void>>();
-    pids[leader] = startDaemon(options.synod, options.configs[leader]);
-    waitFor(io, 10, [&] { return admins[leader]->status().wait(io.waitScope).ok(); });
+    writers.clear();
+    if (!back) {
+      std::fprintf(stderr, "synod-bench: writes did not resume within 30 s\n");
+      return false;
+    }
+    group.restart(leader);
+    AsyncClient admin(*io.provider, ClientOptions{group.sockets[leader], 500, 500});
+    waitFor(io, 10, [&] { return admin.status().wait(io.waitScope).ok(); });
   }
-  for (pid_t pid : pids)
-    kill(pid, SIGTERM);
-  for (pid_t pid : pids)
-    waitpid(pid, nullptr, 0);
-  std::sort(stallsMs.begin(), stallsMs.end());
-  if (!stallsMs.empty()) {
-    double median = stallsMs[stallsMs.size() / 2];
-    if (options.json) {
-      std::printf("{\"failoverRounds\":%zu,\"signal\":\"%s\",\"medianMs\":%.1f,\"worstMs\":%.1f}\n",
-                  stallsMs.size(), options.killSignal == SIGKILL ? "KILL" : "TERM", median,
-                  stallsMs.back());
-    } else {
-      std::printf("failover (%s) over %zu rounds: median %.0f ms, worst %.0f ms\n",
-                  options.killSignal == SIGKILL ? "SIGKILL" : "SIGTERM", stallsMs.size(), median,
-                  stallsMs.back());
+  return true;
+}
+
+int runFailover(kj::AsyncIoContext& io, const Options& options) {
+  Group group(options);
+  Report report(options, "synod");
+  SynodSystem system(io, group.sockets);
+  if (!waitFor(io, 30, [&] { return system.leader(io.waitScope) >= 0; })) {
+    std::fprintf(stderr, "synod-bench: the group elected no leader within 30 s\n");
+    return 1;
+  }
+  int status = 0;
+  for (int signal : options.signals) {
+    std::vector<double> stallsMs;
+    if (!failoverRounds(io, options, group, signal, stallsMs)) status = 1;
+    if (stallsMs.empty()) continue;
+    double middle = median(stallsMs);
+    const char* name = signal == SIGKILL ? "KILL" : "TERM";
+    report.json(
+        format("{\"kind\":\"failover\",\"failoverRounds\":%zu,\"signal\":\"%s\","
+               "\"medianMs\":%.1f,\"worstMs\":%.1f}",
+               stallsMs.size(), name, middle, stallsMs.back()));
+    report.markdown(format("Failover after SIG%s, %zu rounds: median %.0f ms, worst %.0f ms\n",
+                           name, stallsMs.size(), middle, stallsMs.back()));
+  }
+  report.finish();
+  return status;
+}
+
+// --- the command line -------------------------------------------------------------------------
+
+void usage(const char* problem) {
+  if (problem) std::fprintf(stderr, "synod-bench: %s\n", problem);
+  std::fprintf(
+      stderr,
+      "usage: synod-bench [TARGET] [--workload put,get-leader,get-follower,sget,txn]\n"
+      "                   [--clients 1,8,64,256] [--seconds 5 | --ops N] [--value-bytes 100]\n"
+      "                   [--keys 1000] [--pid PID,...] [--idle-seconds S] [--floor DIR]\n"
+      "                   [--floor-commits 200] [--json] [--json-file PATH]\n"
+      "       synod-bench --failover ROUNDS --synod PATH --config FILE... [--signal KILL,TERM]\n"
+      "TARGET is one of:\n"
+      "  --socket PATH...           synod members already running (default $SYNOD_SOCKET)\n"
+      "  --synod PATH --config FILE...  run a synod group here, one daemon per config, and\n"
+      "                             sample the daemons' CPU and RSS\n"
+      "  --etcd HOST:PORT,...       etcd members' client URLs, through the HTTP/JSON gateway\n"
+      "Workloads: put; get-leader, get-follower (linearizable get at the leader's member, at the\n"
+      "followers'); get (linearizable, spread); sget (serializable get); txn (compare value,\n"
+      "put). Clients are spread over the members, the leader's first. lease, lock and watch\n"
+      "are planned. --pid names member processes to sample (CPU s per 1,000 ops, peak RSS);\n"
+      "--idle-seconds samples them idle first. --floor DIR measures one LMDB commit in DIR,\n"
+      "a loopback TCP round trip and a socket RPC (synod only).\n"
+      "Failover: runs the group itself, writes steadily through the followers' members, stops\n"
+      "the leader ROUNDS times per signal and reports how long writes stalled.\n"
+      "Output: a markdown table on stdout, or JSON lines with --json; progress on stderr.\n");
+  std::exit(2);
+}
+
+uint64_t parseNumber(const std::string& text, const char* what) {
+  char* end = nullptr;
+  unsigned long long value = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0') usage((std::string(what) + ": not a number: " + text).c_str());
+  return value;
+}
+
+double parseSeconds(const std::string& text, const char* what, double min) {
+  char* end = nullptr;
+  double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(value >= min && value <= 3600)) {
+    usage((std::string(what) + " must be a number of seconds up to 3600: " + text).c_str());
+  }
+  return value;
+}
+
+std::vector<std::string> splitCommas(const std::string& text) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    if (comma > start) parts.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return parts;
+}
+
+bool contains(const std::vector<std::string>& list, const std::string& item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
+
+void parseArgument(Options& options, const std::string& arg,
+                   const std::function<std::string()>& next) {
+  if (arg == "--socket") {
+    options.sockets.push_back(next());
+  } else if (arg == "--etcd") {
+    for (const auto& e : splitCommas(next()))
+      options.etcd.push_back(e);
+  } else if (arg == "--workload") {
+    options.workloads = splitCommas(next());
+    for (const auto& w : options.workloads) {
+      if (contains(PLANNED_WORKLOADS, w)) {
+        usage(("workload " + w + " is not available yet (needs the daemon's RPC for it)").c_str());
+      }
+      if (!contains(WORKLOADS, w)) usage(("unknown workload " + w).c_str());
+    }
+    if (options.workloads.empty()) usage("--workload needs at least one workload");
+  } else if (arg == "--clients") {
+    options.clients.clear();
+    for (const auto& n : splitCommas(next())) {
+      uint64_t count = parseNumber(n, "--clients");
+      if (count < 1 || count > 4096) usage("--clients must be 1..4096");
+      options.clients.push_back(static_cast<uint32_t>(count));
+    }
+    if (options.clients.empty()) usage("--clients needs at least one number");
+  } else if (arg == "--seconds") {
+    options.seconds = parseSeconds(next(), "--seconds", 0.001);
+  } else if (arg == "--ops") {
+    options.ops = parseNumber(next(), "--ops");
+    if (options.ops < 1) usage("--ops must be at least 1");
+  } else if (arg == "--value-bytes") {
+    options.valueBytes = parseNumber(next(), "--value-bytes");
+    if (options.valueBytes > (1 << 20)) usage("--value-bytes must be at most 1048576");
+  } else if (arg == "--keys") {
+    options.keys = static_cast<uint32_t>(parseNumber(next(), "--keys"));
+    if (options.keys < 1) usage("--keys must be at least 1");
+  } else if (arg == "--json") {
+    options.json = true;
+  } else if (arg == "--json-file") {
+    options.jsonFile = next();
+  } else if (arg == "--pid") {
+    for (const auto& p : splitCommas(next())) {
+      uint64_t pid = parseNumber(p, "--pid");
+      if (pid < 1 || pid > 0x3fffffff) usage(("--pid: no such process id " + p).c_str());
+      options.pids.push_back(static_cast<pid_t>(pid));
+    }
+  } else if (arg == "--idle-seconds") {
+    options.idleSeconds = parseSeconds(next(), "--idle-seconds", 0);
+  } else if (arg == "--floor") {
+    options.floorDir = next();
+  } else if (arg == "--floor-commits") {
+    options.floorCommits = static_cast<uint32_t>(parseNumber(next(), "--floor-commits"));
+    if (options.floorCommits < 1) usage("--floor-commits must be at least 1");
+  } else if (arg == "--failover") {
+    options.failoverRounds = static_cast<uint32_t>(parseNumber(next(), "--failover"));
+  } else if (arg == "--synod") {
+    options.synod = next();
+  } else if (arg == "--config") {
+    options.configs.push_back(next());
+  } else if (arg == "--signal") {
+    options.signals.clear();
+    for (const auto& name : splitCommas(next())) {
+      if (name == "KILL") {
+        options.signals.push_back(SIGKILL);
+      } else if (name == "TERM") {
+        options.signals.push_back(SIGTERM);
+      } else {
+        usage("--signal must be KILL, TERM or KILL,TERM");
+      }
+    }
+    if (options.signals.empty()) usage("--signal must be KILL, TERM or KILL,TERM");
+  } else if (arg == "--help" || arg == "-h") {
+    usage(nullptr);
+  } else {
+    usage(("unknown argument " + arg).c_str());
+  }
+}
+
+Options parse(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    parseArgument(options, arg, [&]() -> std::string {
+      if (i + 1 >= argc) usage((arg + " needs a value").c_str());
+      return argv[++i];
+    });
+  }
+  bool runGroup = !options.configs.empty() || !options.synod.empty();
+  if (runGroup && (options.synod.empty() || options.configs.empty())) {
+    usage("running a group needs --synod PATH and a --config FILE for each member");
+  }
+  if (options.failoverRounds > 0) {
+    if (!runGroup || options.configs.size() < 3) {
+      usage("--failover needs --synod PATH and --config FILE for each of at least 3 members");
+    }
+    return options;
+  }
+  int targets =
+      (runGroup ? 1 : 0) + (options.sockets.empty() ? 0 : 1) + (options.etcd.empty() ? 0 : 1);
+  if (targets > 1) usage("give one of --socket, --synod/--config and --etcd");
+  if (!options.floorDir.empty() && !options.etcd.empty()) {
+    usage("--floor measures synod's floor: not with --etcd");
+  }
+  if (targets == 0) options.sockets.push_back(defaultSocketPath());
+  return options;
+}
+
+int runWorkloads(kj::AsyncIoContext& io, const Options& options) {
+  std::optional<Group> group;
+  std::vector<MemberProcess> processes;
+  kj::Own<System> system;
+  if (!options.etcd.empty()) {
+    system = newEtcdSystem(io, options.etcd);
+  } else if (!options.configs.empty()) {
+    group.emplace(options);
+    for (size_t i = 0; i < group->pids.size(); ++i)
+      processes.push_back({group->names[i], group->pids[i]});
+    system = kj::heap<SynodSystem>(io, group->sockets);
+  } else {
+    system = kj::heap<SynodSystem>(io, options.sockets);
+  }
+  for (pid_t pid : options.pids)
+    processes.push_back({"pid " + std::to_string(pid), pid});
+  Report report(options, system->name());
+  // A group this tool started, or etcd, must elect a leader first; sockets given may be a subset
+  // of a group without its leader, which is fine for every workload but get-leader/get-follower.
+  if ((group || !options.etcd.empty()) &&
+      !waitFor(io, 30, [&] { return system->leader(io.waitScope) >= 0; })) {
+    std::fprintf(stderr, "synod-bench: no %s member says it leads after 30 s\n", system->name());
+    return 1;
+  }
+  std::fprintf(stderr, "synod-bench: %s, %zu members; preloading %u keys\n", system->name(),
+               system->members(), options.keys);
+  preload(io, *system, options);
+  if (options.idleSeconds > 0 && !processes.empty()) {
+    measureIdle(io, report, options, processes);
+  }
+  // The floor first, next to the single-client put that runs first and under the same load.
+  std::optional<Floor> floor;
+  if (!options.floorDir.empty()) {
+    int leader = system->leader(io.waitScope);
+    const auto& sockets = group ? group->sockets : options.sockets;
+    floor = measureFloor(io, options, sockets[leader < 0 ? 0 : leader]);
+  }
+  std::string limit = options.ops > 0
+                          ? format("%llu operations", static_cast<unsigned long long>(options.ops))
+                          : format("%.1f s", options.seconds);
+  report.markdown(format("\n### %s: %zu members, %zu-byte values, %s per run\n\n", system->name(),
+                         system->members(), options.valueBytes, limit.c_str()));
+  report.markdown(
+      "| workload | clients | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | member CPU s / 1k ops "
+      "| peak RSS MB | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::vector<Outcome> outcomes;
+  for (const auto& workload : options.workloads) {
+    for (uint32_t clients : options.clients) {
+      std::fprintf(stderr, "synod-bench: %s %s with %u clients for %s\n", system->name(),
+                   workload.c_str(), clients, limit.c_str());
+      outcomes.push_back(runOne(io, *system, options, processes, workload, clients));
+      reportOutcome(report, options, outcomes.back());
     }
   }
-  return status;
+  if (floor) reportFloor(report, options, *floor, outcomes);
+  report.finish();
+  return 0;
 }
 
 int main(int argc, char** argv) {
   Options options = parse(argc, argv);
   auto io = kj::setupAsyncIo();
-  if (options.failoverRounds > 0) return runFailover(io, options);
-  std::fprintf(stderr, "synod-bench: preloading %u keys\n", options.keys);
-  preload(io, options);
-  if (!options.json) {
-    std::printf("%-8s %7s %12s %10s %10s %10s %10s %8s\n", "workload", "clients", "ops/s", "p50_us",
-                "p90_us", "p99_us", "p99.9_us", "failed");
+  int status = 1;
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                 status = options.failoverRounds > 0 ? runFailover(io, options)
+                                                     : runWorkloads(io, options);
+               })) {
+    std::fprintf(stderr, "synod-bench: %s\n", e->getDescription().cStr());
+    return 1;
   }
-  for (const auto& workload : options.workloads) {
-    for (uint32_t clients : options.clients) {
-      std::fprintf(stderr, "synod-bench: %s with %u clients for %.1f s\n", workload.c_str(),
-                   clients, options.seconds);
-      report(runOne(io, options, workload, clients), options.json);
-    }
-  }
-  return 0;
+  return status;
 }
 
 }  // namespace
-}  // namespace synod::clients
+}  // namespace synod::clients::bench
 
 int main(int argc, char** argv) {
-  return synod::clients::main(argc, argv);
+  return synod::clients::bench::main(argc, argv);
 }
