@@ -337,7 +337,17 @@ class FakeAdmin final : public rpc::Admin::Server {
 /// The live side of leases and locks: queued waits, observers, deferred revokes.
 class FakeDaemon::Runtime {
  public:
-  Runtime(FakeState& state, kj::Timer& timer) : state(state), timer(timer) {}
+  Runtime(FakeState& state, kj::Timer& timer)
+      : state(state), timer(timer), self(kj::refcounted<Handle>()) {
+    self->runtime = this;
+  }
+  ~Runtime() noexcept(false) { self->runtime = nullptr; }
+
+  /// What a capability keeps: a hung call can hold one past the daemon, until the loop goes.
+  struct Handle : public kj::Refcounted {
+    Runtime* runtime = nullptr;
+  };
+  kj::Own<Handle> handle() { return kj::addRef(*self); }
 
   struct Outcome {
     rpc::Status::Code code = rpc::Status::Code::OK;
@@ -537,6 +547,7 @@ class FakeDaemon::Runtime {
     }
   }
 
+  kj::Own<Handle> self;
   std::list<Waiter> waiters;  // FIFO across all locks
   std::list<Observer> observers;
   uint64_t nextWaitId = 0;
@@ -551,11 +562,13 @@ using Runtime = FakeDaemon::Runtime;
 
 class FakeLeaseCap final : public rpc::Lease::Server {
  public:
-  FakeLeaseCap(Runtime& runtime, uint64_t id) : runtime(runtime), id(id) {
+  FakeLeaseCap(Runtime& runtime, uint64_t id) : runtime(runtime), handle(runtime.handle()), id(id) {
     auto it = runtime.state.leases.find(id);
     if (it != runtime.state.leases.end()) it->second.attached = true;
   }
-  ~FakeLeaseCap() noexcept(false) { runtime.capabilityDropped(id); }
+  ~FakeLeaseCap() noexcept(false) {
+    if (handle->runtime != nullptr) runtime.capabilityDropped(id);
+  }
 
   kj::Promise<void> keepAlive(KeepAliveContext context) override {
     FakeState& state = runtime.state;
@@ -606,6 +619,7 @@ class FakeLeaseCap final : public rpc::Lease::Server {
 
  private:
   Runtime& runtime;
+  kj::Own<Runtime::Handle> handle;
   uint64_t id;
 };
 
@@ -699,8 +713,11 @@ class FakeLeases final : public rpc::Leases::Server {
 
 class FakeObservation final : public rpc::Observation::Server {
  public:
-  FakeObservation(Runtime& runtime, uint64_t id) : runtime(runtime), id(id) {}
-  ~FakeObservation() noexcept(false) { runtime.removeObserver(id); }
+  FakeObservation(Runtime& runtime, uint64_t id)
+      : runtime(runtime), handle(runtime.handle()), id(id) {}
+  ~FakeObservation() noexcept(false) {
+    if (handle->runtime != nullptr) runtime.removeObserver(id);
+  }
 
   kj::Promise<void> cancel(CancelContext) override {
     runtime.removeObserver(id);
@@ -709,6 +726,7 @@ class FakeObservation final : public rpc::Observation::Server {
 
  private:
   Runtime& runtime;
+  kj::Own<Runtime::Handle> handle;
   uint64_t id;
 };
 
