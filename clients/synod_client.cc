@@ -937,6 +937,13 @@ kj::Promise<Result<Observation>> AsyncClient::observe(
       });
 }
 
+bool AsyncClient::connectionAlive() const {
+  KJ_IF_MAYBE (existing, connection) {
+    return !(*existing)->broken;
+  }
+  return false;
+}
+
 void AsyncClient::addBackgroundTask(kj::Promise<void> task) {
   background.add(kj::mv(task));
 }

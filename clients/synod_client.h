@@ -440,6 +440,8 @@ class AsyncClient {
   /// must go out but whose answer nobody waits for (a destructor's revoke). Cancelled when this
   /// client is destroyed.
   void addBackgroundTask(kj::Promise<void> task);
+  /// Whether the connection is open now (false before the first call and once it broke).
+  bool connectionAlive() const;
   /// The loop's timer (the clock of lease deadlines).
   kj::Timer& timer() { return io.getTimer(); }
 
