@@ -31,7 +31,7 @@ struct CommandSpec {
 const std::vector<CommandSpec>& commandSpecs() {
   static const std::vector<CommandSpec> specs = {
       {"get", "get KEY [--serializable]", {{"--serializable", false, false}}, 1, 1},
-      {"put", "put KEY VALUE", {}, 2, 2},
+      {"put", "put KEY VALUE [--lease ID]", {{"--lease", true, false}}, 2, 2},
       {"del",
        "del KEY [--prefix | --range-end END | --from-key]",
        {{"--prefix", false, false}, {"--range-end", true, false}, {"--from-key", false, false}},
@@ -54,6 +54,32 @@ const std::vector<CommandSpec>& commandSpecs() {
       {"members", "members", {}, 0, 0},
       {"transfer-leader", "transfer-leader [NAME]", {}, 0, 1},
       {"health", "health", {}, 0, 0},
+      {"lease",
+       "lease grant TTL_MS [--lock-delay MS] | lease list | lease info ID | lease revoke ID | "
+       "lease keepalive ID",
+       {{"--lock-delay", true, false}, {"--serializable", false, false}},
+       1,
+       2},
+      {"leader", "leader NAME [--serializable]", {{"--serializable", false, false}}, 1, 1},
+      {"check-fence",
+       "check-fence NAME FENCE [--serializable]",
+       {{"--serializable", false, false}},
+       2,
+       2},
+      {"observe", "observe NAME [--count N]", {{"--count", true, false}}, 1, 1},
+      {"lock",
+       "lock NAME [--ttl MS] [--timeout-ms MS] [--kill-after MS] -- CMD [ARGS...]",
+       {{"--ttl", true, false}, {"--timeout-ms", true, false}, {"--kill-after", true, false}},
+       2,
+       SIZE_MAX},
+      {"elect",
+       "elect NAME [--value V] [--ttl MS] [--timeout-ms MS] [--kill-after MS] -- CMD [ARGS...]",
+       {{"--value", true, false},
+        {"--ttl", true, false},
+        {"--timeout-ms", true, false},
+        {"--kill-after", true, false}},
+       2,
+       SIZE_MAX},
       {"shell", "shell", {}, 0, 0},
       {"help", "help", {}, 0, 1},
       {"version", "version", {}, 0, 0},
@@ -81,7 +107,8 @@ std::string usageOf(const CommandSpec& spec) {
 
 const char GENERAL_USAGE[] =
     "usage: synodctl [--socket PATH] [--json] [--timeout MS] COMMAND ARGS...\n"
-    "commands: get put del list txn status members transfer-leader health shell help version";
+    "commands: get put del list txn status members transfer-leader health lease leader\n"
+    "          check-fence observe lock elect shell help version";
 
 constexpr uint64_t MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 
@@ -105,6 +132,7 @@ bool startsWith(std::string_view text, std::string_view prefix) {
 /// The words of one command after the generic pass: positional arguments and options in order.
 struct SortedWords {
   std::vector<std::string> positional;
+  std::optional<size_t> dashes;  // how many positional words came before "--"
   std::vector<std::pair<std::string, std::string>> options;  // name, value ("" for flags)
 
   bool has(std::string_view name) const {
@@ -127,6 +155,121 @@ ParsedInvocation fail(std::string error, const CommandSpec* spec) {
   return ParsedInvocation::failure(std::move(error), spec ? usageOf(*spec) : GENERAL_USAGE);
 }
 
+bool validLockName(const std::string& name) {
+  return !name.empty() && name.size() <= MAX_LOCK_NAME_BYTES;
+}
+
+std::string lockNameError(std::string_view command, const std::string& name) {
+  return std::string(command) + ": NAME must be 1 to " + std::to_string(MAX_LOCK_NAME_BYTES) +
+         " bytes, got " + std::to_string(name.size());
+}
+
+/// A positive number of milliseconds for `option`, at most `max`.
+std::optional<uint64_t> millisOption(const SortedWords& words, std::string_view option,
+                                     uint64_t max, bool zeroOk, std::string& error) {
+  if (!words.has(option)) return std::nullopt;
+  auto value = parseNumber(words.valueOf(option), max);
+  if (!value || (!zeroOk && *value == 0)) {
+    error = std::string(option) + " needs milliseconds from " + (zeroOk ? "0" : "1") + " to " +
+            std::to_string(max) + ", got '" + displayText(words.valueOf(option)) + "'";
+  }
+  return value;
+}
+
+ParsedInvocation buildLease(const CommandSpec& spec, const SortedWords& words,
+                            Invocation invocation) {
+  const auto& args = words.positional;
+  LeaseCommand command;
+  const std::string& action = args[0];
+  auto needArgs = [&](size_t count, const char* form) -> std::optional<ParsedInvocation> {
+    if (args.size() != count) return fail("lease " + action + ": expected " + form, &spec);
+    return std::nullopt;
+  };
+  if (action == "grant") {
+    if (auto error = needArgs(2, "TTL_MS")) return *error;
+    auto ttl = parseNumber(args[1], UINT64_MAX);
+    if (!ttl || *ttl == 0) {
+      return fail("lease grant: TTL_MS must be a number of milliseconds above 0, got '" +
+                      displayText(args[1]) + "'",
+                  &spec);
+    }
+    command.action = LeaseCommand::Action::GRANT;
+    command.ttlMs = *ttl;
+    std::string error;
+    if (auto delay = millisOption(words, "--lock-delay", INT32_MAX, true, error)) {
+      if (!error.empty()) return fail("lease grant: " + error, &spec);
+      command.lockDelayMs = static_cast<int32_t>(*delay);
+    }
+  } else if (action == "list") {
+    if (auto error = needArgs(1, "no ID")) return *error;
+    command.action = LeaseCommand::Action::LIST;
+  } else if (action == "info" || action == "revoke" || action == "keepalive") {
+    if (auto error = needArgs(2, "ID")) return *error;
+    auto id = parseNumber(args[1], UINT64_MAX);
+    if (!id || *id == 0) {
+      return fail("lease " + action + ": ID must be a lease id (a number above 0), got '" +
+                      displayText(args[1]) + "'",
+                  &spec);
+    }
+    command.id = *id;
+    command.action = action == "info"     ? LeaseCommand::Action::INFO
+                     : action == "revoke" ? LeaseCommand::Action::REVOKE
+                                          : LeaseCommand::Action::KEEPALIVE;
+  } else {
+    return fail("lease: unknown action '" + displayText(action) +
+                    "': use grant, list, info, revoke or keepalive",
+                &spec);
+  }
+  if (words.has("--lock-delay") && command.action != LeaseCommand::Action::GRANT)
+    return fail("lease " + action + ": --lock-delay is for grant only", &spec);
+  command.serializable = words.has("--serializable");
+  if (command.serializable && command.action != LeaseCommand::Action::LIST &&
+      command.action != LeaseCommand::Action::INFO) {
+    return fail("lease " + action + ": --serializable is for list and info only", &spec);
+  }
+  invocation.command = command;
+  ParsedInvocation parsed;
+  parsed.value = std::move(invocation);
+  return parsed;
+}
+
+ParsedInvocation buildHold(const CommandSpec& spec, const SortedWords& words,
+                           Invocation invocation) {
+  std::string command(spec.name);
+  if (!words.dashes || *words.dashes != 1 || words.positional.size() < 2) {
+    return fail(command + ": expected NAME -- CMD [ARGS...]", &spec);
+  }
+  HoldCommand hold;
+  hold.election = spec.name == "elect";
+  hold.name = words.positional[0];
+  if (!validLockName(hold.name)) return fail(lockNameError(command, hold.name), &spec);
+  if (hold.name.find('\0') != std::string::npos) {
+    return fail(command + ": NAME contains a NUL byte, which cannot be passed to CMD in " +
+                    (hold.election ? "SYNOD_ELECTION" : "SYNOD_LOCK"),
+                &spec);
+  }
+  hold.argv.assign(words.positional.begin() + 1, words.positional.end());
+  hold.value = words.valueOf("--value");
+  std::string error;
+  if (auto ttl = millisOption(words, "--ttl", MAX_TIMEOUT_MS, false, error)) hold.ttlMs = *ttl;
+  if (auto wait = millisOption(words, "--timeout-ms", MAX_TIMEOUT_MS, true, error))
+    hold.waitTimeoutMs = static_cast<uint32_t>(*wait);
+  if (auto kill = millisOption(words, "--kill-after", MAX_TIMEOUT_MS, true, error))
+    hold.killAfterMs = static_cast<uint32_t>(*kill);
+  if (!error.empty()) return fail(command + ": " + error, &spec);
+  if (hold.stopMarginMs() * 2 >= hold.ttlMs) {
+    return fail(command + ": --kill-after " + std::to_string(hold.killAfterMs) +
+                    " ms is too long for a lease of " + std::to_string(hold.ttlMs) +
+                    " ms: CMD is stopped --kill-after + TTL/10 before the lease could end, "
+                    "which must be less than half the TTL (raise --ttl or lower --kill-after)",
+                &spec);
+  }
+  invocation.command = std::move(hold);
+  ParsedInvocation parsed;
+  parsed.value = std::move(invocation);
+  return parsed;
+}
+
 /// Builds the command of `spec` from its sorted words; `invocation.global` is already set.
 ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
                               Invocation invocation) {
@@ -135,7 +278,44 @@ ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
   if (name == "get") {
     invocation.command = GetCommand{args[0], words.has("--serializable")};
   } else if (name == "put") {
-    invocation.command = PutCommand{args[0], args[1]};
+    PutCommand command{args[0], args[1], 0};
+    if (words.has("--lease")) {
+      auto lease = parseNumber(words.valueOf("--lease"), UINT64_MAX);
+      if (!lease || *lease == 0) {
+        return fail("put: --lease needs a lease ID (a number above 0), got '" +
+                        displayText(words.valueOf("--lease")) + "'",
+                    &spec);
+      }
+      command.lease = *lease;
+    }
+    invocation.command = std::move(command);
+  } else if (name == "lease") {
+    return buildLease(spec, words, std::move(invocation));
+  } else if (name == "leader") {
+    if (!validLockName(args[0])) return fail(lockNameError("leader", args[0]), &spec);
+    invocation.command = LeaderCommand{args[0], words.has("--serializable")};
+  } else if (name == "check-fence") {
+    if (!validLockName(args[0])) return fail(lockNameError("check-fence", args[0]), &spec);
+    auto fence = parseNumber(args[1], UINT64_MAX);
+    if (!fence) {
+      return fail("check-fence: FENCE must be a number, got '" + displayText(args[1]) + "'", &spec);
+    }
+    invocation.command = CheckFenceCommand{args[0], *fence, words.has("--serializable")};
+  } else if (name == "observe") {
+    if (!validLockName(args[0])) return fail(lockNameError("observe", args[0]), &spec);
+    ObserveCommand command{args[0], 0};
+    if (words.has("--count")) {
+      auto count = parseNumber(words.valueOf("--count"), UINT64_MAX);
+      if (!count) {
+        return fail(
+            "observe: --count needs a number, got '" + displayText(words.valueOf("--count")) + "'",
+            &spec);
+      }
+      command.count = *count;
+    }
+    invocation.command = std::move(command);
+  } else if (name == "lock" || name == "elect") {
+    return buildHold(spec, words, std::move(invocation));
   } else if (name == "del") {
     int modes = words.has("--prefix") + words.has("--range-end") + words.has("--from-key");
     if (modes > 1) return fail("del: choose one of --prefix, --range-end, --from-key", &spec);
@@ -248,6 +428,7 @@ Parsed<Invocation> parseInvocation(const std::vector<std::string>& args, ParseMo
     if (word == "--") {
       if (spec == nullptr) return fail("'--' must come after the command", nullptr);
       optionsEnded = true;
+      words.dashes = words.positional.size();
       continue;
     }
     if (spec == nullptr && word == "-h") {
@@ -334,6 +515,9 @@ Parsed<Invocation> parseInvocation(const std::vector<std::string>& args, ParseMo
                 spec);
   } else if (mode == ParseMode::SHELL_LINE && spec->name == "shell") {
     return fail("'shell' cannot run inside a shell session", spec);
+  } else if (mode == ParseMode::SHELL_LINE &&
+             (spec->name == "lock" || spec->name == "elect" || spec->name == "observe")) {
+    return fail("'" + std::string(spec->name) + "' cannot run inside a shell session", spec);
   } else {
     return buildCommand(*spec, words, std::move(invocation));
   }
@@ -559,6 +743,39 @@ Commands:
       what it waits for when not ready. Exit status 0 ready, 1 live but not ready, 3
       unreachable or no answer within --timeout. For probes: it answers at once when no
       quorum is reachable.
+  put KEY VALUE --lease ID
+      Set KEY attached to lease ID: the key is deleted when the lease ends.
+  lease grant TTL_MS [--lock-delay MS]
+      Grant a detached lease (it outlives synodctl; it ends by TTL or revoke) and print its id.
+      TTL_MS must be within the daemon's lease_ttl_min_ms..lease_ttl_max_ms. --lock-delay:
+      delay between losing a connection and the revoke (for a detached lease: after attach).
+  lease list [--serializable] | lease info ID [--serializable]
+      Every lease of the group as a table / one lease: id, TTL, time left (conservative,
+      counted on the member that answered), fence, holder (member, pid, uid), keys and locks.
+  lease revoke ID
+      End lease ID at once: its keys are deleted and its locks pass on.
+  lease keepalive ID
+      Attach lease ID (it must be held through this member) and renew it once; prints the
+      time left.
+  leader NAME [--serializable]
+      The holder of lock or election NAME: lease, fence, member, pid, uid, value. Exit status
+      1 (NOT_FOUND) when nobody holds it.
+  check-fence NAME FENCE [--serializable]
+      Whether FENCE is the current fence of NAME's holder: exit status 0 current, 1 not.
+  observe NAME [--count N]
+      One line per change of NAME's holder, in order, starting with the current one, until
+      interrupted, N lines, or the daemon goes away (exit 3).
+  lock NAME [--ttl MS] [--timeout-ms MS] [--kill-after MS] -- CMD [ARGS...]
+  elect NAME [--value V] [--ttl MS] [--timeout-ms MS] [--kill-after MS] -- CMD [ARGS...]
+      Run CMD only while holding lock NAME / leadership of election NAME (with value V, shown
+      by leader). synodctl grants a lease bound to its connection (--ttl, default 10000 ms)
+      and keeps it alive, waits in FIFO order (at most --timeout-ms, default for ever), then
+      runs CMD with SYNOD_FENCE, SYNOD_LEASE and SYNOD_LOCK or SYNOD_ELECTION in its
+      environment. CMD dies with synodctl (PR_SET_PDEATHSIG). SIGINT, SIGTERM and SIGHUP sent
+      to synodctl are passed on to CMD. When the lock or leadership is lost, or the lease could
+      end within --kill-after + TTL/10 (the daemon stopped renewing it), CMD gets SIGTERM, then
+      SIGKILL --kill-after ms later (default 2000), and synodctl exits 5. When CMD exits
+      synodctl gives the lock up and exits with CMD's status (128+N if signal N ended it).
   shell
       Read commands from stdin, one per line, split into words by POSIX shell quoting rules
       ('...' literal; "..." with \" \\ \$ \` escapes; \ quotes the next character outside
@@ -589,6 +806,14 @@ JSON fields (--json and shell):
                are null when reported is false (no report received yet)
   transfer-leader  leader (the new leader; on failure the leader known, or null)
   health       live, ready, reason
+  lease grant  id, ttlMs, remainingMs, fence
+  lease info   id, ttlMs, remainingMs, fence, holder {member, pid, uid}, detached, local,
+               attached, epoch, keys, locks (names; locks_b64 when one is not UTF-8)
+  lease list   leases (array of lease info objects)
+  lease keepalive  id, remainingMs, ttlMs
+  leader       name, lease, fence, value (value_b64), holder {member, pid, uid}
+  check-fence  name, fence, current, hasHolder, holder (as leader, null when free)
+  observe      one object per line: name, revision, hasHolder, holder (as leader, or null)
   Keys and values that are not valid UTF-8 are given in base64 as key_b64 / value_b64.
   Codes: NOT_FOUND COMPARE_FAILED NO_QUORUM TIMEOUT INVALID_ARGUMENT NO_SPACE UNAVAILABLE
          INTERNAL
@@ -599,7 +824,10 @@ Exit status:
   2  usage error, or INVALID_ARGUMENT from the daemon
   3  daemon unreachable, or the connection broke (UNAVAILABLE)
   4  TIMEOUT, NO_QUORUM or INTERNAL: for a write the outcome is unknown
+  5  lock/elect -- CMD: synodctl stopped CMD because the lock or leadership was lost
   health: 0 ready, 1 live but not ready, 3 unreachable or no answer
+  check-fence: 0 current, 1 not current
+  lock/elect -- CMD: CMD's exit status, 128+N if signal N ended it, 5 as above
 )";
   return text;
 }
@@ -954,6 +1182,230 @@ Rendered renderHealth(const Result<HealthReply>& result, const RenderOptions& op
                   exitCode};
 }
 
+// ---------------------------------------------------------------------------------------------
+// Leases and locks
+
+namespace {
+
+void holderObject(JsonWriter& json, const LeaseHolderInfo& holder) {
+  json.key("holder")
+      .beginObject()
+      .field("member", holder.member)
+      .key("pid")
+      .signedNumber(holder.pid)
+      .field("uid", uint64_t{holder.uid})
+      .endObject();
+}
+
+void leaseFields(JsonWriter& json, const LeaseInfo& info) {
+  json.field("id", info.id)
+      .field("ttlMs", info.ttlMs)
+      .field("remainingMs", info.remainingMs)
+      .field("fence", info.fence);
+  holderObject(json, info.holder);
+  json.field("detached", info.detached)
+      .field("local", info.local)
+      .field("attached", info.attached)
+      .field("epoch", info.epoch)
+      .field("keys", info.keys);
+  bool utf8 = std::all_of(info.locks.begin(), info.locks.end(),
+                          [](const std::string& name) { return isValidUtf8(name); });
+  json.key(utf8 ? "locks" : "locks_b64").beginArray();
+  for (const auto& name : info.locks)
+    json.string(utf8 ? name : base64Encode(name));
+  json.endArray();
+}
+
+void lockHolderFields(JsonWriter& json, const LockHolder& holder) {
+  json.field("lease", holder.lease).field("fence", holder.fence);
+  json.bytesField("value", holder.value);
+  holderObject(json, holder.holder);
+}
+
+std::string holderCell(const LeaseHolderInfo& holder) {
+  return displayText(holder.member) + "/" + std::to_string(holder.pid);
+}
+
+std::string joinedNames(const std::vector<std::string>& names) {
+  if (names.empty()) return "-";
+  std::string joined;
+  for (const auto& name : names)
+    joined += (joined.empty() ? "" : ",") + displayText(name);
+  return joined;
+}
+
+}  // namespace
+
+Rendered renderLease(const LeaseCommand& command, const Result<LeaseInfo>& result,
+                     const RenderOptions& options) {
+  if (!result.ok()) {
+    std::string fallback;
+    if (result.status.code == Code::NOT_FOUND)
+      fallback = "lease " + std::to_string(command.id) + " not found";
+    return renderFailure(result, options, fallback);
+  }
+  const LeaseInfo& info = *result;
+  if (command.action == LeaseCommand::Action::REVOKE) {
+    if (options.json) return renderSuccessJson(result, [](JsonWriter&) {});
+    return Rendered{"revoked lease " + std::to_string(command.id) + "\n", {}, EXIT_OK};
+  }
+  if (command.action == LeaseCommand::Action::GRANT) {
+    if (options.json) {
+      return renderSuccessJson(result, [&](JsonWriter& json) {
+        json.field("id", info.id)
+            .field("ttlMs", info.ttlMs)
+            .field("remainingMs", info.remainingMs)
+            .field("fence", info.fence);
+      });
+    }
+    return Rendered{std::to_string(info.id) + "\n", {}, EXIT_OK};
+  }
+  if (options.json)
+    return renderSuccessJson(result, [&](JsonWriter& json) { leaseFields(json, info); });
+  std::vector<std::vector<std::string>> rows = {
+      {"id", std::to_string(info.id)},
+      {"ttl", std::to_string(info.ttlMs) + " ms"},
+      {"remaining", std::to_string(info.remainingMs) + " ms" + (info.local ? "" : " (estimate)")},
+      {"fence", std::to_string(info.fence)},
+      {"holder", displayText(info.holder.member) + ", pid " + std::to_string(info.holder.pid) +
+                     ", uid " + std::to_string(info.holder.uid)},
+      {"detached", yesNo(info.detached)},
+      {"local", yesNo(info.local)},
+      {"attached", yesNo(info.attached)},
+      {"epoch", std::to_string(info.epoch)},
+      {"keys", std::to_string(info.keys)},
+      {"locks", joinedNames(info.locks)},
+  };
+  return Rendered{formatTable(rows), {}, EXIT_OK};
+}
+
+Rendered renderLeaseList(const Result<LeaseListReply>& result, const RenderOptions& options) {
+  if (!result.ok()) return renderFailure(result, options);
+  if (options.json) {
+    return renderSuccessJson(result, [&](JsonWriter& json) {
+      json.key("leases").beginArray();
+      for (const auto& info : result->leases) {
+        json.beginObject();
+        leaseFields(json, info);
+        json.endObject();
+      }
+      json.endArray();
+    });
+  }
+  if (result->leases.empty()) return Rendered{};
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "TTL_MS", "REMAINING_MS", "FENCE", "HOLDER", "DETACHED", "KEYS", "LOCKS"}};
+  for (const auto& info : result->leases) {
+    rows.push_back({std::to_string(info.id), std::to_string(info.ttlMs),
+                    std::to_string(info.remainingMs) + (info.local ? "" : "~"),
+                    std::to_string(info.fence), holderCell(info.holder), yesNo(info.detached),
+                    std::to_string(info.keys), joinedNames(info.locks)});
+  }
+  return Rendered{formatTable(rows), {}, EXIT_OK};
+}
+
+Rendered renderKeepAlive(const LeaseCommand& command, const Result<KeepAliveReply>& result,
+                         const RenderOptions& options) {
+  if (!result.ok()) {
+    std::string fallback;
+    if (result.status.code == Code::NOT_FOUND)
+      fallback = "lease " + std::to_string(command.id) + " not found";
+    return renderFailure(result, options, fallback);
+  }
+  if (options.json) {
+    return renderSuccessJson(result, [&](JsonWriter& json) {
+      json.field("id", command.id)
+          .field("remainingMs", result->remainingMs)
+          .field("ttlMs", result->ttlMs);
+    });
+  }
+  return Rendered{"lease " + std::to_string(command.id) + ": " +
+                      std::to_string(result->remainingMs) + " ms left of " +
+                      std::to_string(result->ttlMs) + "\n",
+                  {},
+                  EXIT_OK};
+}
+
+Rendered renderLeader(const LeaderCommand& command, const Result<LockHolder>& result,
+                      const RenderOptions& options) {
+  auto nameField = [&](JsonWriter& json) { json.bytesField("name", command.name); };
+  if (!result.ok()) {
+    Result<LockHolder> named = result;
+    if (result.status.code == Code::NOT_FOUND)
+      named.status.message = quoted(command.name) + " has no holder";
+    return renderFailure(named, options, {}, nameField);
+  }
+  if (options.json) {
+    return renderSuccessJson(result, [&](JsonWriter& json) {
+      nameField(json);
+      lockHolderFields(json, *result);
+    });
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "LEASE", "FENCE", "MEMBER", "PID", "UID", "VALUE"},
+      {displayText(command.name), std::to_string(result->lease), std::to_string(result->fence),
+       displayText(result->holder.member), std::to_string(result->holder.pid),
+       std::to_string(result->holder.uid), displayText(result->value)}};
+  return Rendered{formatTable(rows), {}, EXIT_OK};
+}
+
+Rendered renderCheckFence(const CheckFenceCommand& command, const Result<CheckFenceReply>& result,
+                          const RenderOptions& options) {
+  if (!result.ok()) return renderFailure(result, options);
+  const CheckFenceReply& reply = *result;
+  int exitCode = reply.current ? EXIT_OK : EXIT_REFUSED;
+  if (options.json) {
+    Rendered rendered = renderSuccessJson(result, [&](JsonWriter& json) {
+      json.bytesField("name", command.name)
+          .field("fence", command.fence)
+          .field("current", reply.current)
+          .field("hasHolder", reply.hasHolder)
+          .key("holder");
+      if (reply.hasHolder) {
+        json.beginObject();
+        lockHolderFields(json, reply.holder);
+        json.endObject();
+      } else {
+        json.null();
+      }
+    });
+    rendered.exitCode = exitCode;
+    return rendered;
+  }
+  std::string line = "fence " + std::to_string(command.fence) + " of " + quoted(command.name);
+  if (reply.current) {
+    line += " is current\n";
+  } else if (reply.hasHolder) {
+    line += " is not current: the holder's fence is " + std::to_string(reply.holder.fence) + "\n";
+  } else {
+    line += " is not current: nobody holds it\n";
+  }
+  return Rendered{line, {}, exitCode};
+}
+
+std::string renderChange(const std::string& name, const LockChange& change, bool json) {
+  if (json) {
+    JsonWriter writer;
+    writer.beginObject().bytesField("name", name).field("revision", change.revision);
+    writer.field("hasHolder", change.hasHolder).key("holder");
+    if (change.hasHolder) {
+      writer.beginObject();
+      lockHolderFields(writer, change.holder);
+      writer.endObject();
+    } else {
+      writer.null();
+    }
+    writer.endObject();
+    return jsonLine(writer);
+  }
+  std::string line = "revision " + std::to_string(change.revision) + ": ";
+  if (!change.hasHolder) return line + "free\n";
+  return line + "lease " + std::to_string(change.holder.lease) + " fence " +
+         std::to_string(change.holder.fence) + " member " +
+         displayText(change.holder.holder.member) + " pid " +
+         std::to_string(change.holder.holder.pid) + " value " + quoted(change.holder.value) + "\n";
+}
+
 Rendered renderStatus(const Result<StatusInfo>& result, const RenderOptions& options) {
   if (!result.ok()) return renderFailure(result, options);
   const StatusInfo& info = *result;
@@ -1114,6 +1566,84 @@ void writeFlushed(std::ostream& out, const std::string& text) {
 
 }  // namespace
 
+static Rendered executeLease(Client& client, const LeaseCommand& command, uint32_t timeoutMs,
+                             const RenderOptions& options) {
+  using Action = LeaseCommand::Action;
+  auto infoOf = [](Result<LeaseGrant>&& granted) {
+    Result<LeaseInfo> result;
+    result.status = granted.status;
+    result.header = granted.header;
+    result.answered = granted.answered;
+    result.reply = granted.reply.info;
+    return result;
+  };
+  switch (command.action) {
+    case Action::GRANT:
+      // Detached: a lease bound to synodctl's connection would end as synodctl exits.
+      return renderLease(command,
+                         infoOf(client.grantLease(
+                             command.ttlMs, LeaseOptions{true, command.lockDelayMs}, timeoutMs)),
+                         options);
+    case Action::LIST:
+      return renderLeaseList(client.listLeases(ReadOptions{command.serializable, timeoutMs}),
+                             options);
+    case Action::INFO:
+      return renderLease(command,
+                         client.leaseInfo(command.id, ReadOptions{command.serializable, timeoutMs}),
+                         options);
+    case Action::REVOKE: {
+      auto revoked = client.revokeLease(command.id, WriteOptions{timeoutMs});
+      Result<LeaseInfo> result;
+      result.status = revoked.status;
+      result.header = revoked.header;
+      result.answered = revoked.answered;
+      return renderLease(command, result, options);
+    }
+    case Action::KEEPALIVE: {
+      auto attached = client.attachLease(command.id, timeoutMs);
+      Result<KeepAliveReply> kept;
+      KJ_IF_MAYBE (lease, attached.reply.lease) {
+        kept = client.keepAlive(*lease, timeoutMs);
+      } else {
+        kept.status = attached.status;
+        kept.header = attached.header;
+        kept.answered = attached.answered;
+      }
+      return renderKeepAlive(command, kept, options);
+    }
+  }
+  return renderUsageError("unknown lease action", {}, options);
+}
+
+int runObserve(Client& client, const ObserveCommand& command, bool json, std::ostream& out,
+               std::ostream& err) {
+  uint64_t seen = 0;
+  auto observing = client.async()
+                       .observe(command.name,
+                                [&](const LockChange& change) {
+                                  if (command.count != 0 && seen >= command.count) return;
+                                  ++seen;
+                                  out << renderChange(command.name, change, json);
+                                  out.flush();
+                                })
+                       .wait(client.waitScope());
+  if (!observing.ok()) {
+    Rendered rendered = renderFailure(observing, RenderOptions{json, false});
+    out << rendered.out;
+    err << rendered.err;
+    return rendered.exitCode;
+  }
+  // The observation ends only with the connection: poll for that, or for enough lines.
+  while (command.count == 0 || seen < command.count) {
+    client.runFor(100);
+    if (!client.async().connectionAlive()) {
+      err << "synodctl: connection to daemon at " << client.socketPath() << " lost\n";
+      return EXIT_UNAVAILABLE;
+    }
+  }
+  return EXIT_OK;
+}
+
 Rendered execute(Client& client, const Invocation& invocation, bool tty) {
   RenderOptions options{invocation.global.json, tty};
   uint32_t timeoutMs = invocation.global.timeoutMs;
@@ -1123,7 +1653,29 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty) {
                      options);
   }
   if (auto* put = std::get_if<PutCommand>(&command)) {
+    if (put->lease != 0) {
+      return renderPut(*put, client.put(put->key, put->value, put->lease, WriteOptions{timeoutMs}),
+                       options);
+    }
     return renderPut(*put, client.put(put->key, put->value, WriteOptions{timeoutMs}), options);
+  }
+  if (auto* lease = std::get_if<LeaseCommand>(&command)) {
+    return executeLease(client, *lease, timeoutMs, options);
+  }
+  if (auto* leader = std::get_if<LeaderCommand>(&command)) {
+    return renderLeader(*leader,
+                        client.leader(leader->name, ReadOptions{leader->serializable, timeoutMs}),
+                        options);
+  }
+  if (auto* check = std::get_if<CheckFenceCommand>(&command)) {
+    return renderCheckFence(
+        *check,
+        client.checkFence(check->name, check->fence, ReadOptions{check->serializable, timeoutMs}),
+        options);
+  }
+  if (std::holds_alternative<ObserveCommand>(command) ||
+      std::holds_alternative<HoldCommand>(command)) {
+    return renderUsageError("this command cannot run here", {}, options);
   }
   if (auto* del = std::get_if<DelCommand>(&command)) {
     return renderDel(*del, client.del(del->key, del->rangeEnd, WriteOptions{timeoutMs}), options);
@@ -1212,6 +1764,13 @@ int runSynodctl(const std::vector<std::string>& args, std::istream& in, std::ost
                               DEFAULT_DEADLINE_MARGIN_MS});
   if (std::holds_alternative<ShellCommand>(invocation.command)) {
     return runShell(client, in, out, invocation.global);
+  }
+  if (auto* observe = std::get_if<ObserveCommand>(&invocation.command)) {
+    return runObserve(client, *observe, invocation.global.json, out, err);
+  }
+  if (auto* hold = std::get_if<HoldCommand>(&invocation.command)) {
+    out.flush();
+    return runHold(client, *hold, err);
   }
   Rendered rendered = execute(client, invocation, stdoutIsTty);
   out << rendered.out;

@@ -20,6 +20,9 @@ inline constexpr int EXIT_REFUSED = 1;      // not found, compare failed, no spa
 inline constexpr int EXIT_USAGE = 2;        // bad arguments (also INVALID_ARGUMENT from the daemon)
 inline constexpr int EXIT_UNAVAILABLE = 3;  // daemon unreachable or connection lost
 inline constexpr int EXIT_UNKNOWN = 4;      // timeout, no quorum, internal error: outcome unknown
+/// `lock`/`elect -- CMD`: synodctl stopped CMD because the lock or leadership was lost (or its
+/// lease could have ended).
+inline constexpr int EXIT_LOST = 5;
 
 int exitCodeFor(Code code);
 
@@ -40,6 +43,7 @@ struct GetCommand {
 struct PutCommand {
   std::string key;
   std::string value;
+  uint64_t lease = 0;  // --lease ID; 0 = none
 };
 
 struct DelCommand {
@@ -59,6 +63,51 @@ struct TxnCommand {
   Txn txn;
 };
 
+/// `lease grant|list|info|revoke|keepalive`.
+struct LeaseCommand {
+  enum class Action { GRANT, LIST, INFO, REVOKE, KEEPALIVE };
+  Action action = Action::LIST;
+  uint64_t id = 0;            // info, revoke, keepalive
+  uint64_t ttlMs = 0;         // grant
+  int32_t lockDelayMs = -1;   // grant --lock-delay; -1 = the daemon's default
+  bool serializable = false;  // list, info
+};
+
+struct LeaderCommand {
+  std::string name;
+  bool serializable = false;
+};
+
+struct CheckFenceCommand {
+  std::string name;
+  uint64_t fence = 0;
+  bool serializable = false;
+};
+
+/// `observe NAME [--count N]`: one line per change of the holder; stops after N (0 = never).
+struct ObserveCommand {
+  std::string name;
+  uint64_t count = 0;
+};
+
+inline constexpr uint64_t DEFAULT_HOLD_TTL_MS = 10000;
+inline constexpr uint32_t DEFAULT_KILL_AFTER_MS = 2000;
+
+/// `lock NAME -- CMD...` and `elect NAME [--value V] -- CMD...`: run CMD only while holding.
+struct HoldCommand {
+  bool election = false;
+  std::string name;
+  std::string value;                             // elect --value
+  uint64_t ttlMs = DEFAULT_HOLD_TTL_MS;          // of the connection-bound lease (--ttl)
+  uint32_t waitTimeoutMs = 0;                    // --timeout-ms: give up waiting; 0 = wait for ever
+  uint32_t killAfterMs = DEFAULT_KILL_AFTER_MS;  // SIGTERM, then SIGKILL this much later
+  std::vector<std::string> argv;                 // CMD ARGS...
+
+  /// When CMD is stopped: this long before the conservative local deadline of the lease, so
+  /// that even a CMD that ignores SIGTERM is killed before the lease can have ended.
+  uint64_t stopMarginMs() const { return killAfterMs + ttlMs / 10; }
+};
+
 struct StatusCommand {};
 struct MembersCommand {};
 struct TransferLeaderCommand {
@@ -71,7 +120,8 @@ struct VersionCommand {};
 
 using Command = std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand,
                              StatusCommand, TransferLeaderCommand, HealthCommand, ShellCommand,
-                             HelpCommand, VersionCommand, MembersCommand>;
+                             HelpCommand, VersionCommand, MembersCommand, LeaseCommand,
+                             LeaderCommand, CheckFenceCommand, ObserveCommand, HoldCommand>;
 
 struct Invocation {
   GlobalOptions global;
@@ -142,6 +192,30 @@ Rendered renderTransferLeader(const TransferLeaderCommand& command,
 /// Exit status EXIT_OK when ready, EXIT_NOT_READY when live but not ready, EXIT_UNAVAILABLE when
 /// the daemon did not answer (unreachable, or no answer within the timeout).
 Rendered renderHealth(const Result<HealthReply>& result, const RenderOptions& options);
+
+Rendered renderLease(const LeaseCommand& command, const Result<LeaseInfo>& result,
+                     const RenderOptions& options);
+Rendered renderLeaseList(const Result<LeaseListReply>& result, const RenderOptions& options);
+Rendered renderKeepAlive(const LeaseCommand& command, const Result<KeepAliveReply>& result,
+                         const RenderOptions& options);
+Rendered renderLeader(const LeaderCommand& command, const Result<LockHolder>& result,
+                      const RenderOptions& options);
+/// Exit status 0 when the fence is current, 1 when not.
+Rendered renderCheckFence(const CheckFenceCommand& command, const Result<CheckFenceReply>& result,
+                          const RenderOptions& options);
+/// One line of `observe`.
+std::string renderChange(const std::string& name, const LockChange& change, bool json);
+
+/// `observe`: writes one line per change to `out`, flushed, until `count` changes (if set) or the
+/// connection breaks (exit 3).
+int runObserve(Client& client, const ObserveCommand& command, bool json, std::ostream& out,
+               std::ostream& err);
+
+/// `lock`/`elect -- CMD` (clients/hold.cc): grant a connection-bound lease, wait for the lock or
+/// leadership, run CMD with SYNOD_FENCE, SYNOD_LEASE and SYNOD_LOCK / SYNOD_ELECTION set while it
+/// is held, stop it when it is lost. Returns CMD's exit status (128+N for signal N), EXIT_LOST
+/// when synodctl stopped it, or the exit status of the failure before it ran.
+int runHold(Client& client, const HoldCommand& command, std::ostream& err);
 
 /// Runs one parsed command (not `shell`) against `client` and renders its reply.
 Rendered execute(Client& client, const Invocation& invocation, bool tty);

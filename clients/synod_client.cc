@@ -226,7 +226,102 @@ void fillTxnOps(capnp::List<rpc::TxnOp>::Builder builders, const std::vector<Txn
   }
 }
 
+LeaseHolderInfo holderFrom(rpc::LeaseHolderInfo::Reader holder) {
+  LeaseHolderInfo result;
+  result.member = toString(holder.getMember());
+  result.pid = holder.getPid();
+  result.uid = holder.getUid();
+  return result;
+}
+
+LeaseInfo leaseInfoFrom(rpc::LeaseInfo::Reader info) {
+  LeaseInfo result;
+  result.id = info.getId();
+  result.ttlMs = info.getTtlMs();
+  result.remainingMs = info.getRemainingMs();
+  result.fence = info.getFence();
+  result.holder = holderFrom(info.getHolder());
+  result.detached = info.getDetached();
+  result.local = info.getLocal();
+  result.attached = info.getAttached();
+  result.epoch = info.getEpoch();
+  result.keys = info.getKeys();
+  for (auto name : info.getLocks())
+    result.locks.push_back(toString(name));
+  return result;
+}
+
+LockHolder lockHolderFrom(rpc::LockHolder::Reader holder) {
+  LockHolder result;
+  result.lease = holder.getLease();
+  result.value = toString(holder.getValue());
+  result.fence = holder.getFence();
+  result.holder = holderFrom(holder.getHolder());
+  return result;
+}
+
+/// The Result of a call that failed with an RPC exception.
+template <typename T>
+Result<T> exceptionResult(const std::string& socketPath, const kj::Exception& error) {
+  std::string description = toString(error.getDescription());
+  switch (error.getType()) {
+    case kj::Exception::Type::DISCONNECTED:
+      return failedResult<T>(Code::UNAVAILABLE,
+                             "connection to daemon at " + socketPath + " lost: " + description);
+    case kj::Exception::Type::OVERLOADED:
+      return failedResult<T>(Code::UNAVAILABLE, "daemon overloaded: " + description);
+    case kj::Exception::Type::UNIMPLEMENTED:
+      return failedResult<T>(Code::INTERNAL, "daemon does not implement this call: " + description);
+    default:
+      return failedResult<T>(Code::INTERNAL, "daemon error: " + description);
+  }
+}
+
+/// Serves the client's side of Locks.observe: hands each change to the slot's callback while the
+/// Observation that shares the slot lives.
+class ObserverServer final : public rpc::LockObserver::Server {
+ public:
+  explicit ObserverServer(kj::Own<ObserverSlot> slot) : slot(kj::mv(slot)) {}
+
+  kj::Promise<void> changed(ChangedContext context) override {
+    auto params = context.getParams();
+    LockChange change;
+    change.hasHolder = params.getHasHolder();
+    if (change.hasHolder) change.holder = lockHolderFrom(params.getHolder());
+    change.revision = params.getRevision();
+    KJ_IF_MAYBE (onChange, slot->onChange) {
+      (*onChange)(change);
+    }
+    return kj::READY_NOW;
+  }
+
+ private:
+  kj::Own<ObserverSlot> slot;
+};
+
 }  // namespace
+
+Observation::Observation(rpc::Observation::Client cap, kj::Own<ObserverSlot> slot)
+    : cap(kj::mv(cap)), slot(kj::mv(slot)) {}
+
+Observation& Observation::operator=(Observation&& other) {
+  stop();
+  cap = kj::mv(other.cap);
+  slot = kj::mv(other.slot);
+  return *this;
+}
+
+Observation::~Observation() noexcept(false) {
+  stop();
+}
+
+void Observation::stop() {
+  if (slot.get() != nullptr) slot->onChange = nullptr;
+  slot = nullptr;
+  cap = nullptr;
+}
+
+namespace {}  // namespace
 
 const char* codeName(Code code) {
   switch (code) {
@@ -391,40 +486,40 @@ template <typename T, typename Call>
 kj::Promise<Result<T>> AsyncClient::call(uint32_t timeoutMs, Call&& body) {
   uint32_t timeout = effectiveTimeout(timeoutMs);
   uint64_t budgetMs = uint64_t{timeout} + options.deadlineMarginMs;
-
-  // No step here turns a plain Result into a promise: g++ 12 reports a false "may be used
-  // uninitialized" inside KJ's ImmediatePromiseNode for a Result holding a std::vector.
-  auto work = connected()
-                  .then([this]() -> kj::Own<Connection> {
-                    KJ_IF_MAYBE (existing, connection) {
-                      return kj::addRef(**existing);
-                    }
-                    KJ_IF_MAYBE (error, connectError) {
-                      kj::throwFatalException(kj::cp(*error));
-                    }
-                    KJ_FAIL_REQUIRE("connection closed");
-                  })
-                  .then([this, timeout, body = kj::fwd<Call>(body)](
-                            kj::Own<Connection>&& conn) mutable -> kj::Promise<Result<T>> {
-                    Connection& connRef = *conn;
-                    return body(connRef, timeout)
-                        .catch_([this, &connRef](kj::Exception&& error) {
-                          return callFailure<T>(connRef, error);
-                        })
-                        .attach(kj::mv(conn));
-                  })
-                  .catch_([this](kj::Exception&& error) -> Result<T> {
-                    return failedResult<T>(Code::UNAVAILABLE, "daemon unreachable at " +
-                                                                  options.socketPath + ": " +
-                                                                  toString(error.getDescription()));
-                  });
-
   auto deadline =
       io.getTimer().afterDelay(budgetMs * kj::MILLISECONDS).then([this, budgetMs]() -> Result<T> {
         return failedResult<T>(Code::TIMEOUT, "no answer from daemon at " + options.socketPath +
                                                   " within " + std::to_string(budgetMs) + " ms");
       });
-  return work.exclusiveJoin(kj::mv(deadline));
+  return callWaiting<T>(timeout, kj::fwd<Call>(body)).exclusiveJoin(kj::mv(deadline));
+}
+
+template <typename T, typename Call>
+kj::Promise<Result<T>> AsyncClient::callWaiting(uint32_t timeout, Call&& body) {
+  // No step here turns a plain Result into a promise: g++ 12 reports a false "may be used
+  // uninitialized" inside KJ's ImmediatePromiseNode for a Result holding a std::vector.
+  return connected()
+      .then([this]() -> kj::Own<Connection> {
+        KJ_IF_MAYBE (existing, connection) {
+          return kj::addRef(**existing);
+        }
+        KJ_IF_MAYBE (error, connectError) {
+          kj::throwFatalException(kj::cp(*error));
+        }
+        KJ_FAIL_REQUIRE("connection closed");
+      })
+      .then([this, timeout, body = kj::fwd<Call>(body)](
+                kj::Own<Connection>&& conn) mutable -> kj::Promise<Result<T>> {
+        Connection& connRef = *conn;
+        return body(connRef, timeout)
+            .catch_(
+                [this, &connRef](kj::Exception&& error) { return callFailure<T>(connRef, error); })
+            .attach(kj::mv(conn));
+      })
+      .catch_([this](kj::Exception&& error) -> Result<T> {
+        return failedResult<T>(Code::UNAVAILABLE, "daemon unreachable at " + options.socketPath +
+                                                      ": " + toString(error.getDescription()));
+      });
 }
 
 kj::Promise<Result<KeyValue>> AsyncClient::get(std::string key, ReadOptions opts) {
@@ -556,6 +651,303 @@ kj::Promise<Result<HealthReply>> AsyncClient::health(uint32_t timeoutMs) {
   });
 }
 
+// Leases, locks, elections
+
+template <typename T, typename Send>
+kj::Promise<Result<T>> AsyncClient::callCapability(uint32_t timeoutMs, Send&& send) {
+  uint64_t budgetMs = uint64_t{effectiveTimeout(timeoutMs)} + options.deadlineMarginMs;
+  auto work = kj::evalNow([&]() { return send(); }).catch_([this](kj::Exception&& error) {
+    return exceptionResult<T>(options.socketPath, error);
+  });
+  auto deadline =
+      io.getTimer().afterDelay(budgetMs * kj::MILLISECONDS).then([this, budgetMs]() -> Result<T> {
+        return failedResult<T>(Code::TIMEOUT, "no answer from daemon at " + options.socketPath +
+                                                  " within " + std::to_string(budgetMs) + " ms");
+      });
+  return work.exclusiveJoin(kj::mv(deadline));
+}
+
+namespace {
+
+void fillLeaseOptions(rpc::LeaseOptions::Builder builder, const LeaseOptions& options) {
+  builder.setDetached(options.detached);
+  builder.setLockDelayMs(options.lockDelayMs);
+}
+
+template <typename Response>
+Result<LeaseGrant> leaseGrantFrom(Response& response) {
+  auto result = answeredResult<LeaseGrant>(response);
+  if (result.ok()) {
+    result.reply.info = leaseInfoFrom(response.getInfo());
+    result.reply.lease = response.getLease();
+  }
+  return result;
+}
+
+}  // namespace
+
+kj::Promise<Result<LeaseGrant>> AsyncClient::grantLease(uint64_t ttlMs, LeaseOptions leaseOptions,
+                                                        uint32_t timeoutMs) {
+  return call<LeaseGrant>(timeoutMs, [ttlMs, leaseOptions](Connection& conn, uint32_t timeout) {
+    auto request = conn.synod.leasesRequest().send().getLeases().grantRequest();
+    request.setTtlMs(ttlMs);
+    fillLeaseOptions(request.initOptions(), leaseOptions);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Leases::GrantResults>&& response) {
+      return leaseGrantFrom(response);
+    });
+  });
+}
+
+kj::Promise<Result<LeaseGrant>> AsyncClient::attachLease(uint64_t id, uint32_t timeoutMs) {
+  return call<LeaseGrant>(timeoutMs, [id](Connection& conn, uint32_t timeout) {
+    auto request = conn.synod.leasesRequest().send().getLeases().attachRequest();
+    request.setId(id);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Leases::AttachResults>&& response) {
+      return leaseGrantFrom(response);
+    });
+  });
+}
+
+kj::Promise<Result<LeaseListReply>> AsyncClient::listLeases(ReadOptions opts) {
+  return call<LeaseListReply>(opts.timeoutMs, [opts](Connection& conn, uint32_t timeout) {
+    auto request = conn.synod.leasesRequest().send().getLeases().listRequest();
+    request.setTimeoutMs(timeout);
+    request.setSerializable(opts.serializable);
+    return request.send().then([](capnp::Response<rpc::Leases::ListResults>&& response) {
+      auto result = answeredResult<LeaseListReply>(response);
+      if (result.ok()) {
+        for (auto info : response.getLeases())
+          result.reply.leases.push_back(leaseInfoFrom(info));
+      }
+      return result;
+    });
+  });
+}
+
+kj::Promise<Result<LeaseInfo>> AsyncClient::leaseInfo(uint64_t id, ReadOptions opts) {
+  return call<LeaseInfo>(opts.timeoutMs, [id, opts](Connection& conn, uint32_t timeout) {
+    auto request = conn.synod.leasesRequest().send().getLeases().infoRequest();
+    request.setId(id);
+    request.setTimeoutMs(timeout);
+    request.setSerializable(opts.serializable);
+    return request.send().then([](capnp::Response<rpc::Leases::InfoResults>&& response) {
+      auto result = answeredResult<LeaseInfo>(response);
+      if (result.ok()) result.reply = leaseInfoFrom(response.getInfo());
+      return result;
+    });
+  });
+}
+
+kj::Promise<Result<Empty>> AsyncClient::revokeLease(uint64_t id, WriteOptions opts) {
+  return call<Empty>(opts.timeoutMs, [id](Connection& conn, uint32_t timeout) {
+    auto request = conn.synod.leasesRequest().send().getLeases().revokeRequest();
+    request.setId(id);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Leases::RevokeResults>&& response) {
+      return answeredResult<Empty>(response);
+    });
+  });
+}
+
+kj::Promise<Result<KeepAliveReply>> AsyncClient::keepAlive(rpc::Lease::Client lease,
+                                                           uint32_t timeoutMs) {
+  return callCapability<KeepAliveReply>(timeoutMs, [&lease]() {
+    return lease.keepAliveRequest().send().then(
+        [](capnp::Response<rpc::Lease::KeepAliveResults>&& response) {
+          auto result = answeredResult<KeepAliveReply>(response);
+          result.reply.remainingMs = response.getRemainingMs();
+          result.reply.ttlMs = response.getTtlMs();
+          return result;
+        });
+  });
+}
+
+kj::Promise<Result<Empty>> AsyncClient::revokeLease(rpc::Lease::Client lease, WriteOptions opts) {
+  uint32_t timeout = effectiveTimeout(opts.timeoutMs);
+  return callCapability<Empty>(timeout, [&lease, timeout]() {
+    auto request = lease.revokeRequest();
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Lease::RevokeResults>&& response) {
+      return answeredResult<Empty>(response);
+    });
+  });
+}
+
+kj::Promise<Result<LeaseInfo>> AsyncClient::leaseInfo(rpc::Lease::Client lease,
+                                                      uint32_t timeoutMs) {
+  uint32_t timeout = effectiveTimeout(timeoutMs);
+  return callCapability<LeaseInfo>(timeout, [&lease, timeout]() {
+    auto request = lease.infoRequest();
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Lease::InfoResults>&& response) {
+      auto result = answeredResult<LeaseInfo>(response);
+      if (result.ok()) result.reply = leaseInfoFrom(response.getInfo());
+      return result;
+    });
+  });
+}
+
+kj::Promise<Result<Empty>> AsyncClient::put(std::string key, std::string value, uint64_t lease,
+                                            WriteOptions opts) {
+  return call<Empty>(opts.timeoutMs, [key = std::move(key), value = std::move(value), lease](
+                                         Connection& conn, uint32_t timeout) {
+    auto request = conn.kv.putRequest();
+    fillPut(request.initOp(), key, value, lease);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Kv::PutResults>&& response) {
+      return answeredResult<Empty>(response);
+    });
+  });
+}
+
+namespace {
+
+Result<FenceReply> fenceResult(capnp::Response<rpc::Locks::LockResults>& response) {
+  auto result = answeredResult<FenceReply>(response);
+  result.reply.fence = response.getFence();
+  return result;
+}
+
+Result<FenceReply> fenceResult(capnp::Response<rpc::Locks::CampaignResults>& response) {
+  auto result = answeredResult<FenceReply>(response);
+  result.reply.fence = response.getFence();
+  return result;
+}
+
+}  // namespace
+
+kj::Promise<Result<FenceReply>> AsyncClient::lock(std::string name, uint64_t lease, bool wait,
+                                                  uint32_t timeoutMs) {
+  auto body = [name = std::move(name), lease, wait](Connection& conn, uint32_t timeout) {
+    auto request = conn.synod.locksRequest().send().getLocks().lockRequest();
+    request.setName(bytesOf(name));
+    request.setLease(lease);
+    request.setWait(wait);
+    request.setTimeoutMs(timeout);
+    return request.send().then(
+        [](capnp::Response<rpc::Locks::LockResults>&& response) { return fenceResult(response); });
+  };
+  if (wait && timeoutMs == 0) return callWaiting<FenceReply>(0, kj::mv(body));
+  return call<FenceReply>(timeoutMs, kj::mv(body));
+}
+
+kj::Promise<Result<FenceReply>> AsyncClient::campaign(std::string name, std::string value,
+                                                      uint64_t lease, uint32_t timeoutMs) {
+  auto body = [name = std::move(name), value = std::move(value), lease](Connection& conn,
+                                                                        uint32_t timeout) {
+    auto request = conn.synod.locksRequest().send().getLocks().campaignRequest();
+    request.setName(bytesOf(name));
+    request.setValue(bytesOf(value));
+    request.setLease(lease);
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Locks::CampaignResults>&& response) {
+      return fenceResult(response);
+    });
+  };
+  if (timeoutMs == 0) return callWaiting<FenceReply>(0, kj::mv(body));
+  return call<FenceReply>(timeoutMs, kj::mv(body));
+}
+
+kj::Promise<Result<Empty>> AsyncClient::unlock(std::string name, uint64_t lease,
+                                               WriteOptions opts) {
+  return call<Empty>(
+      opts.timeoutMs, [name = std::move(name), lease](Connection& conn, uint32_t timeout) {
+        auto request = conn.synod.locksRequest().send().getLocks().unlockRequest();
+        request.setName(bytesOf(name));
+        request.setLease(lease);
+        request.setTimeoutMs(timeout);
+        return request.send().then([](capnp::Response<rpc::Locks::UnlockResults>&& response) {
+          return answeredResult<Empty>(response);
+        });
+      });
+}
+
+kj::Promise<Result<Empty>> AsyncClient::proclaim(std::string name, uint64_t lease,
+                                                 std::string value, WriteOptions opts) {
+  return call<Empty>(opts.timeoutMs, [name = std::move(name), lease, value = std::move(value)](
+                                         Connection& conn, uint32_t timeout) {
+    auto request = conn.synod.locksRequest().send().getLocks().proclaimRequest();
+    request.setName(bytesOf(name));
+    request.setLease(lease);
+    request.setValue(bytesOf(value));
+    request.setTimeoutMs(timeout);
+    return request.send().then([](capnp::Response<rpc::Locks::ProclaimResults>&& response) {
+      return answeredResult<Empty>(response);
+    });
+  });
+}
+
+kj::Promise<Result<LockHolder>> AsyncClient::leader(std::string name, ReadOptions opts) {
+  return call<LockHolder>(
+      opts.timeoutMs, [name = std::move(name), opts](Connection& conn, uint32_t timeout) {
+        auto request = conn.synod.locksRequest().send().getLocks().leaderRequest();
+        request.setName(bytesOf(name));
+        request.setTimeoutMs(timeout);
+        request.setSerializable(opts.serializable);
+        return request.send().then([](capnp::Response<rpc::Locks::LeaderResults>&& response) {
+          auto result = answeredResult<LockHolder>(response);
+          if (result.ok()) result.reply = lockHolderFrom(response.getHolder());
+          return result;
+        });
+      });
+}
+
+kj::Promise<Result<CheckFenceReply>> AsyncClient::checkFence(std::string name, uint64_t fence,
+                                                             ReadOptions opts) {
+  return call<CheckFenceReply>(
+      opts.timeoutMs, [name = std::move(name), fence, opts](Connection& conn, uint32_t timeout) {
+        auto request = conn.synod.locksRequest().send().getLocks().checkFenceRequest();
+        request.setName(bytesOf(name));
+        request.setFence(fence);
+        request.setTimeoutMs(timeout);
+        request.setSerializable(opts.serializable);
+        return request.send().then([](capnp::Response<rpc::Locks::CheckFenceResults>&& response) {
+          auto result = answeredResult<CheckFenceReply>(response);
+          if (result.ok()) {
+            result.reply.current = response.getCurrent();
+            result.reply.hasHolder = response.getHasHolder();
+            if (result.reply.hasHolder) result.reply.holder = lockHolderFrom(response.getHolder());
+          }
+          return result;
+        });
+      });
+}
+
+kj::Promise<Result<Observation>> AsyncClient::observe(
+    std::string name, kj::Function<void(const LockChange&)> onChange, uint32_t timeoutMs) {
+  auto slot = kj::refcounted<ObserverSlot>();
+  slot->onChange = kj::mv(onChange);
+  return call<Observation>(
+      timeoutMs, [name = std::move(name), slot = kj::mv(slot)](Connection& conn, uint32_t) mutable {
+        auto request = conn.synod.locksRequest().send().getLocks().observeRequest();
+        request.setName(bytesOf(name));
+        request.setObserver(kj::heap<ObserverServer>(kj::addRef(*slot)));
+        return request.send().then(
+            [slot = kj::mv(slot)](capnp::Response<rpc::Locks::ObserveResults>&& response) mutable {
+              auto result = answeredResult<Observation>(response);
+              if (result.ok()) {
+                result.reply = Observation(response.getObservation(), kj::mv(slot));
+              } else {
+                slot->onChange = nullptr;
+              }
+              return result;
+            });
+      });
+}
+
+bool AsyncClient::connectionAlive() const {
+  KJ_IF_MAYBE (existing, connection) {
+    return !(*existing)->broken;
+  }
+  return false;
+}
+
+void AsyncClient::addBackgroundTask(kj::Promise<void> task) {
+  background.add(kj::mv(task));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client
 
@@ -604,6 +996,68 @@ Result<TransferReply> Client::transferLeader(std::string_view target, uint32_t t
 
 Result<HealthReply> Client::health(uint32_t timeoutMs) {
   return client->health(timeoutMs).wait(*scope);
+}
+
+Result<Empty> Client::put(std::string_view key, std::string_view value, uint64_t lease,
+                          WriteOptions opts) {
+  return client->put(std::string(key), std::string(value), lease, opts).wait(*scope);
+}
+
+Result<LeaseGrant> Client::grantLease(uint64_t ttlMs, LeaseOptions leaseOptions,
+                                      uint32_t timeoutMs) {
+  return client->grantLease(ttlMs, leaseOptions, timeoutMs).wait(*scope);
+}
+
+Result<LeaseGrant> Client::attachLease(uint64_t id, uint32_t timeoutMs) {
+  return client->attachLease(id, timeoutMs).wait(*scope);
+}
+
+Result<LeaseListReply> Client::listLeases(ReadOptions opts) {
+  return client->listLeases(opts).wait(*scope);
+}
+
+Result<LeaseInfo> Client::leaseInfo(uint64_t id, ReadOptions opts) {
+  return client->leaseInfo(id, opts).wait(*scope);
+}
+
+Result<Empty> Client::revokeLease(uint64_t id, WriteOptions opts) {
+  return client->revokeLease(id, opts).wait(*scope);
+}
+
+Result<KeepAliveReply> Client::keepAlive(rpc::Lease::Client lease, uint32_t timeoutMs) {
+  return client->keepAlive(kj::mv(lease), timeoutMs).wait(*scope);
+}
+
+Result<FenceReply> Client::lock(std::string_view name, uint64_t lease, bool wait,
+                                uint32_t timeoutMs) {
+  return client->lock(std::string(name), lease, wait, timeoutMs).wait(*scope);
+}
+
+Result<FenceReply> Client::campaign(std::string_view name, std::string_view value, uint64_t lease,
+                                    uint32_t timeoutMs) {
+  return client->campaign(std::string(name), std::string(value), lease, timeoutMs).wait(*scope);
+}
+
+Result<Empty> Client::unlock(std::string_view name, uint64_t lease, WriteOptions opts) {
+  return client->unlock(std::string(name), lease, opts).wait(*scope);
+}
+
+Result<Empty> Client::proclaim(std::string_view name, uint64_t lease, std::string_view value,
+                               WriteOptions opts) {
+  return client->proclaim(std::string(name), lease, std::string(value), opts).wait(*scope);
+}
+
+Result<LockHolder> Client::leader(std::string_view name, ReadOptions opts) {
+  return client->leader(std::string(name), opts).wait(*scope);
+}
+
+Result<CheckFenceReply> Client::checkFence(std::string_view name, uint64_t fence,
+                                           ReadOptions opts) {
+  return client->checkFence(std::string(name), fence, opts).wait(*scope);
+}
+
+void Client::runFor(uint32_t ms) {
+  client->timer().afterDelay(ms * kj::MILLISECONDS).wait(*scope);
 }
 
 }  // namespace synod::clients

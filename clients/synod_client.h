@@ -213,6 +213,108 @@ struct Txn {
   std::vector<TxnOp> failure;
 };
 
+/// Who holds a lease: the member its connection is (or was) to, and SO_PEERCRED of that
+/// connection.
+struct LeaseHolderInfo {
+  std::string member;
+  int32_t pid = 0;
+  uint32_t uid = 0;
+};
+
+/// One lease as the daemon reports it (rpc_schema/synod.capnp, LeaseInfo).
+struct LeaseInfo {
+  uint64_t id = 0;
+  uint64_t ttlMs = 0;
+  /// How long the lease is certainly alive, from when the daemon answered (an upper estimate when
+  /// `local` is false).
+  uint64_t remainingMs = 0;
+  uint64_t fence = 0;  // the revision at which it was granted
+  LeaseHolderInfo holder;
+  bool detached = false;
+  bool local = false;              // held through the member that answered
+  bool attached = false;           // a connection to that member holds a Lease capability for it
+  uint64_t epoch = 0;              // renewals so far + 1
+  uint64_t keys = 0;               // keys attached to it
+  std::vector<std::string> locks;  // names of the locks it holds or waits for
+};
+
+struct LeaseOptions {
+  /// Survives the connection: ends only by TTL or revoke, and can be attached by id from another
+  /// connection. Otherwise the daemon revokes it when the connection closes or the Lease
+  /// capability is dropped (after lockDelayMs).
+  bool detached = false;
+  int32_t lockDelayMs = -1;  // -1: the daemon's lock_delay_ms
+};
+
+/// A granted or attached lease: its info and the capability that keeps it (and, unless detached,
+/// ends it when dropped). `lease` is null unless the Result is ok.
+struct LeaseGrant {
+  LeaseInfo info;
+  kj::Maybe<rpc::Lease::Client> lease;
+};
+
+struct KeepAliveReply {
+  uint64_t remainingMs = 0;  // safe for this long, counted from when the request was sent
+  uint64_t ttlMs = 0;
+};
+
+struct LeaseListReply {
+  std::vector<LeaseInfo> leases;  // ascending id
+};
+
+/// The holder of a lock or an election.
+struct LockHolder {
+  uint64_t lease = 0;
+  std::string value;   // the election value; empty for a plain lock
+  uint64_t fence = 0;  // the revision of the grant
+  LeaseHolderInfo holder;
+};
+
+struct FenceReply {
+  uint64_t fence = 0;  // the fence of the grant
+};
+
+struct CheckFenceReply {
+  bool current = false;    // the fence asked about is the current holder's
+  bool hasHolder = false;  // the lock is held (then `holder` is the holder)
+  LockHolder holder;
+};
+
+/// One change of a lock's holder: the holder (none when the lock is free) at `revision`.
+struct LockChange {
+  bool hasHolder = false;
+  LockHolder holder;
+  uint64_t revision = 0;
+};
+
+/// Shared by an observation and its observer; cleared when the observation goes, so that a change
+/// still in flight then is not delivered.
+struct ObserverSlot : public kj::Refcounted {
+  kj::Maybe<kj::Function<void(const LockChange&)>> onChange;
+};
+
+/// A running observation of one lock. Dropping it ends it: the daemon is told, and the callback is
+/// not called again. An empty one (default, moved from, or of a failed observe) observes nothing.
+class Observation {
+ public:
+  Observation() = default;
+  Observation(rpc::Observation::Client cap, kj::Own<ObserverSlot> slot);
+  Observation(Observation&& other) = default;
+  Observation& operator=(Observation&& other);
+  ~Observation() noexcept(false);
+
+  bool active() const { return slot.get() != nullptr; }
+
+ private:
+  void stop();
+
+  kj::Maybe<rpc::Observation::Client> cap;
+  kj::Own<ObserverSlot> slot;
+};
+
+/// Longest lock (and election) name, as for keys.
+inline constexpr size_t MAX_LOCK_NAME_BYTES = 511;
+
 /// The rangeEnd that selects every key starting with `prefix` (the prefix with its last byte
 /// below 0xff incremented and what follows dropped); "\0" (every key >= prefix) when the prefix is
 /// empty or all 0xff.
@@ -285,6 +387,64 @@ class AsyncClient {
   /// not it is ready; UNAVAILABLE when the daemon is unreachable.
   kj::Promise<Result<HealthReply>> health(uint32_t timeoutMs = 0);
 
+  // Leases (rpc_schema/synod.capnp, Leases and Lease). See clients/leases.h for the RAII Lease
+  // that keeps one alive.
+
+  /// INVALID_ARGUMENT when ttlMs is outside the daemon's lease_ttl_min_ms .. lease_ttl_max_ms.
+  kj::Promise<Result<LeaseGrant>> grantLease(uint64_t ttlMs, LeaseOptions leaseOptions = {},
+                                             uint32_t timeoutMs = 0);
+  /// A capability for an existing lease held through this member. NOT_FOUND when it has ended;
+  /// INVALID_ARGUMENT when it is held through another member.
+  kj::Promise<Result<LeaseGrant>> attachLease(uint64_t id, uint32_t timeoutMs = 0);
+  kj::Promise<Result<LeaseListReply>> listLeases(ReadOptions opts = {});
+  kj::Promise<Result<LeaseInfo>> leaseInfo(uint64_t id, ReadOptions opts = {});
+  /// Ends any lease at once. NOT_FOUND when there is none.
+  kj::Promise<Result<Empty>> revokeLease(uint64_t id, WriteOptions opts = {});
+  /// Calls on a capability from grantLease / attachLease (of this client's current connection;
+  /// one from a broken connection answers UNAVAILABLE). keepAlive gives up after timeoutMs (0 =
+  /// the client's default) plus the margin.
+  kj::Promise<Result<KeepAliveReply>> keepAlive(rpc::Lease::Client lease, uint32_t timeoutMs = 0);
+  kj::Promise<Result<Empty>> revokeLease(rpc::Lease::Client lease, WriteOptions opts = {});
+  kj::Promise<Result<LeaseInfo>> leaseInfo(rpc::Lease::Client lease, uint32_t timeoutMs = 0);
+  /// Sets KEY to VALUE attached to `lease` (deleted when the lease ends; 0 = none).
+  kj::Promise<Result<Empty>> put(std::string key, std::string value, uint64_t lease,
+                                 WriteOptions opts = {});
+
+  // Locks and elections (rpc_schema/synod.capnp, Locks). Names are bytes, 1..511 of them.
+
+  /// `wait` false: COMPARE_FAILED at once when another lease holds it. `wait` true: queues FIFO
+  /// until granted; NOT_FOUND at once when the lease ends, TIMEOUT after timeoutMs (0 = no
+  /// deadline: the client does not give up either).
+  kj::Promise<Result<FenceReply>> lock(std::string name, uint64_t lease, bool wait,
+                                       uint32_t timeoutMs = 0);
+  /// Waits FIFO among the candidates like lock; timeoutMs 0 = no deadline.
+  kj::Promise<Result<FenceReply>> campaign(std::string name, std::string value, uint64_t lease,
+                                           uint32_t timeoutMs = 0);
+  /// Unlock or resign: NOT_FOUND when the lease neither holds nor waits for it.
+  kj::Promise<Result<Empty>> unlock(std::string name, uint64_t lease, WriteOptions opts = {});
+  /// The holder replaces its value, keeping its fence. NOT_FOUND when `lease` does not hold it.
+  kj::Promise<Result<Empty>> proclaim(std::string name, uint64_t lease, std::string value,
+                                      WriteOptions opts = {});
+  /// NOT_FOUND when the lock is free.
+  kj::Promise<Result<LockHolder>> leader(std::string name, ReadOptions opts = {});
+  kj::Promise<Result<CheckFenceReply>> checkFence(std::string name, uint64_t fence,
+                                                  ReadOptions opts = {});
+  /// Calls `onChange` with the current holder at once, then on every change in order, on this
+  /// loop, until the returned observation is dropped or the connection breaks. `onChange` must
+  /// outlive the observation.
+  kj::Promise<Result<Observation>> observe(std::string name,
+                                           kj::Function<void(const LockChange&)> onChange,
+                                           uint32_t timeoutMs = 0);
+
+  /// Runs `task` to completion in the background (its failure is ignored); for requests that
+  /// must go out but whose answer nobody waits for (a destructor's revoke). Cancelled when this
+  /// client is destroyed.
+  void addBackgroundTask(kj::Promise<void> task);
+  /// Whether the connection is open now (false before the first call and once it broke).
+  bool connectionAlive() const;
+  /// The loop's timer (the clock of lease deadlines).
+  kj::Timer& timer() { return io.getTimer(); }
+
   /// The bootstrap capability, connecting first if needed, for API not wrapped here. Rejects with
   /// the connect error.
   kj::Promise<rpc::Synod::Client> bootstrap();
@@ -295,6 +455,12 @@ class AsyncClient {
   kj::Promise<void> connected();
   template <typename T, typename Call>
   kj::Promise<Result<T>> call(uint32_t timeoutMs, Call&& body);
+  /// A call on a capability of a connection (not the client's current one): no reconnect.
+  template <typename T, typename Send>
+  kj::Promise<Result<T>> callCapability(uint32_t timeoutMs, Send&& send);
+  /// Like call, but with timeoutMs 0 sent as is and no deadline of the client's own.
+  template <typename T, typename Call>
+  kj::Promise<Result<T>> callWaiting(uint32_t timeoutMs, Call&& body);
   template <typename T>
   Result<T> callFailure(Connection& conn, const kj::Exception& error);
   uint32_t effectiveTimeout(uint32_t timeoutMs) const;
@@ -304,6 +470,11 @@ class AsyncClient {
   kj::Maybe<kj::Own<Connection>> connection;  // set once connected, until it breaks
   kj::Maybe<kj::ForkedPromise<void>> connecting;
   kj::Maybe<kj::Exception> connectError;  // set by a finished failed connect attempt
+  struct IgnoreErrors : public kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&&) override {}
+  };
+  IgnoreErrors ignoreErrors;
+  kj::TaskSet background{ignoreErrors};  // last: cancelled before the rest goes
 };
 
 /// The blocking face: each call runs the event loop until its answer (or the deadline).
@@ -330,6 +501,28 @@ class Client {
   Result<StatusInfo> status(uint32_t timeoutMs = 0);
   Result<TransferReply> transferLeader(std::string_view target, uint32_t timeoutMs = 0);
   Result<HealthReply> health(uint32_t timeoutMs = 0);
+
+  Result<Empty> put(std::string_view key, std::string_view value, uint64_t lease,
+                    WriteOptions opts = {});
+  Result<LeaseGrant> grantLease(uint64_t ttlMs, LeaseOptions leaseOptions = {},
+                                uint32_t timeoutMs = 0);
+  Result<LeaseGrant> attachLease(uint64_t id, uint32_t timeoutMs = 0);
+  Result<LeaseListReply> listLeases(ReadOptions opts = {});
+  Result<LeaseInfo> leaseInfo(uint64_t id, ReadOptions opts = {});
+  Result<Empty> revokeLease(uint64_t id, WriteOptions opts = {});
+  Result<KeepAliveReply> keepAlive(rpc::Lease::Client lease, uint32_t timeoutMs = 0);
+  Result<FenceReply> lock(std::string_view name, uint64_t lease, bool wait, uint32_t timeoutMs = 0);
+  Result<FenceReply> campaign(std::string_view name, std::string_view value, uint64_t lease,
+                              uint32_t timeoutMs = 0);
+  Result<Empty> unlock(std::string_view name, uint64_t lease, WriteOptions opts = {});
+  Result<Empty> proclaim(std::string_view name, uint64_t lease, std::string_view value,
+                         WriteOptions opts = {});
+  Result<LockHolder> leader(std::string_view name, ReadOptions opts = {});
+  Result<CheckFenceReply> checkFence(std::string_view name, uint64_t fence, ReadOptions opts = {});
+
+  /// Runs the event loop for `ms` milliseconds: lets leases keep themselves alive and
+  /// observations arrive while the app has nothing to ask.
+  void runFor(uint32_t ms);
 
   /// The promise face on the same connection, and the wait scope to wait on its promises.
   AsyncClient& async() { return *client; }
