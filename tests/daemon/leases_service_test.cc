@@ -436,7 +436,7 @@ TEST_CASE("locks: FIFO, strictly increasing fences, tryLock names the holder") {
 
 TEST_CASE("a waiting lock fails at once when its lease ends; a timed-out wait leaves the queue") {
   Fixture f;
-  auto [a, capA] = f.lease();
+  auto [a, capA] = f.lease(60000);  // holds throughout, whatever the polling bounds
   auto [b, capB] = f.lease(10000, true);
   REQUIRE(f.lock("job", a).getStatus().getCode() == Code::OK);
   auto waitB = f.lockAsync("job", b, true);
@@ -446,13 +446,13 @@ TEST_CASE("a waiting lock fails at once when its lease ends; a timed-out wait le
   CHECK(failedB.getStatus().getCode() == Code::NOT_FOUND);
   CHECK(std::string(failedB.getStatus().getMessage()) == "lease " + std::to_string(b) + " ended");
 
-  auto [c, capC] = f.lease();
+  auto [c, capC] = f.lease(60000);
   auto timedOut = f.lock("job", c, true, 200);
   CHECK(timedOut.getStatus().getCode() == Code::TIMEOUT);
   CHECK(f.waitFor([&] { return !f.waiting("job", c); }));
 
   // A wait whose call is cancelled (the app gave up, or its connection closed) leaves too.
-  auto [d, capD] = f.lease();
+  auto [d, capD] = f.lease(60000);
   {
     auto waitD = f.lockAsync("job", d, true);
     REQUIRE(f.waitFor([&] { return f.waiting("job", d); }));
@@ -681,6 +681,14 @@ TEST_CASE("expiry: a lease not kept alive ends after its TTL; a kept-alive one d
   }
   REQUIRE(f.state().lease(kept) != nullptr);
   CHECK(f.state().lease(kept)->epoch > 3);
+  // Once no longer kept alive it ends too: the leader counts from its last renewal.
+  auto stopped = std::chrono::steady_clock::now();
+  CHECK(f.waitFor([&] { return f.state().lease(kept) == nullptr; }));
+  MESSAGE("a kept-alive 200 ms lease ended "
+          << std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now() - stopped)
+                 .count()
+          << " ms after its last keepalive");
 }
 
 TEST_CASE("many leases kept alive: one batched renewal stream, a few commands per second") {
