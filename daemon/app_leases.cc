@@ -208,6 +208,49 @@ void AppLeases::afterApply(const std::vector<uint64_t>& touched, Nanos now) {
   expirer_.onApplied(node_.state().leases(), touched, now);
 }
 
+void AppLeases::stateReplaced(const std::vector<uint64_t>& touched, Nanos now) {
+  expirer_.onApplied(node_.state().leases(), touched, now);
+  for (auto it = locals_.begin(); it != locals_.end();) {
+    if (node_.state().lease(it->first) == nullptr) {
+      renewer_.forget(it->first);
+      it = locals_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::vector<std::pair<uint64_t, std::string>> keys;
+  for (const auto& [key, list] : waits_)
+    keys.push_back(key);
+  for (const auto& [lease, name] : keys) {
+    auto holder = node_.state().holder(name);
+    if (holder && holder->lease == lease) {
+      LeaseReply granted;
+      granted.fence = holder->fence;
+      finishWaits(lease, name, granted);
+    } else if (node_.state().lease(lease) == nullptr) {
+      finishWaits(lease, name, failed(StatusCode::NOT_FOUND, leaseName(lease) + " ended"));
+    } else if (!waits(lease, name)) {
+      finishWaits(
+          lease, name,
+          failed(StatusCode::NOT_FOUND, leaseName(lease) + " left the queue of " + lockName(name)));
+    }
+  }
+  for (auto& [id, observer] : observers_) {
+    Notification note;
+    note.revision = node_.state().revision();
+    if (auto holder = node_.state().holder(observer.name)) {
+      note.hasHolder = true;
+      note.holder = *holder;
+    }
+    observer.queue.push_back(note);
+  }
+  std::vector<uint64_t> ids;
+  for (const auto& [id, observer] : observers_)
+    ids.push_back(id);
+  for (uint64_t id : ids)
+    sendNext(id);
+}
+
 void AppLeases::leaseEnded(uint64_t id) {
   renewer_.forget(id);
   locals_.erase(id);

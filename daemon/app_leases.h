@@ -79,6 +79,9 @@ class AppLeases : private kj::TaskSet::ErrorHandler {
   void afterApply(const std::vector<uint64_t>& touched, Nanos now);
   // Every Node tick: the expirer's proposals while leading, the next renewal batch.
   void tick(Nanos now);
+  // The state was replaced by a snapshot (no events): settles the waits, tells every observer
+  // the current holder and forgets leases that are gone.
+  void stateReplaced(const std::vector<uint64_t>& touched, Nanos now);
 
   // --- Leases ---
   // Grants a lease held by `caller` through this member. On OK `lease` is its id and `cap` its

@@ -736,5 +736,56 @@ TEST_CASE("many leases kept alive: one batched renewal stream, a few commands pe
   CHECK(renewals <= LEASES * (uint64_t(seconds * 3 / (TTL_MS / 1000.0)) + 2));
 }
 
+// A measurement, not a test (skipped unless named): 10,000 leases held by 100 clients of one
+// member, each client keeping its leases alive once a second. Run with
+//   leases_service_test -tc='measure*' --no-skip
+TEST_CASE("measure: renewal commands for 10,000 leases of 100 clients" * doctest::skip()) {
+  Fixture f;
+  constexpr size_t CLIENTS = 100;
+  constexpr size_t PER_CLIENT = 100;
+  constexpr uint64_t TTL_MS = 10000;
+  for (size_t i = 1; i < CLIENTS; ++i)
+    f.connect({static_cast<pid_t>(1000 + i), 7, 8});
+  std::vector<rpc::Lease::Client> caps;
+  const auto grantStart = std::chrono::steady_clock::now();
+  for (size_t c = 0; c < CLIENTS; ++c) {
+    kj::Vector<kj::Promise<capnp::Response<rpc::Leases::GrantResults>>> grants;
+    for (size_t i = 0; i < PER_CLIENT; ++i) {
+      auto request = f.conn(c).leases.grantRequest();
+      request.setTtlMs(TTL_MS);
+      grants.add(request.send());
+    }
+    for (auto& granted : kj::joinPromises(grants.releaseAsArray()).wait(f.ws())) {
+      REQUIRE(granted.getStatus().getCode() == Code::OK);
+      caps.push_back(granted.getLease());
+    }
+  }
+  const double grantSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - grantStart).count();
+  const uint64_t slotsBefore = f.state().appliedSlot();
+  const LeaseCounters before = f.node->appLeases().counters();
+  const auto started = std::chrono::steady_clock::now();
+  const auto until = started + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    kj::Vector<kj::Promise<void>> calls;
+    for (auto& cap : caps) {
+      calls.add(cap.keepAliveRequest().send().then(
+          [](auto&& reply) { KJ_ASSERT(reply.getStatus().getCode() == Code::OK); }));
+    }
+    kj::joinPromises(calls.releaseAsArray()).wait(f.ws());
+    f.sleepMs(1000);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const LeaseCounters& after = f.node->appLeases().counters();
+  const size_t total = CLIENTS * PER_CLIENT;
+  MESSAGE(total << " leases (TTL " << TTL_MS << " ms, granted in " << grantSeconds
+                << " s), kept alive every second for " << seconds
+                << " s: " << (after.renewBatches - before.renewBatches) / seconds
+                << " renewal commands/s, " << (f.state().appliedSlot() - slotsBefore) / seconds
+                << " slots/s, " << (after.renewals - before.renewals) / seconds << " renewals/s");
+  CHECK(f.state().leases().leaseCount() == CLIENTS * PER_CLIENT);
+}
+
 }  // namespace
 }  // namespace synod::daemon
