@@ -73,10 +73,13 @@ struct AppLeases::PendingLock {
   kj::Own<kj::PromiseFulfiller<LeaseReply>> fulfiller;  // set while registered in waits_
 
   PendingLock(AppLeases& owner, uint64_t lease, std::string name, bool wait)
-      : owner(owner), lease(lease), name(std::move(name)), wait(wait) {}
+      : owner(owner), lease(lease), name(std::move(name)), wait(wait) {
+    ++owner.pendingLocks_;
+  }
   KJ_DISALLOW_COPY(PendingLock);
 
   ~PendingLock() noexcept(false) {
+    --owner.pendingLocks_;
     if (owner.closing_) return;
     if (fulfiller.get() != nullptr) {
       auto it = owner.waits_.find({lease, name});
@@ -556,6 +559,10 @@ void AppLeases::fillHolder(rpc::LockHolder::Builder out,
 
 kj::Promise<LeaseReply> AppLeases::lock(std::string name, uint64_t lease, std::string value,
                                         bool wait, uint32_t timeoutMs) {
+  if (pendingLocks_ >= MAX_PENDING_LOCKS) {
+    return failed(StatusCode::UNAVAILABLE, "too many lock calls in flight on this member (" +
+                                               std::to_string(MAX_PENDING_LOCKS) + "); retry");
+  }
   const Nanos startedAt = bootTimeNow();
   auto pending = kj::heap<PendingLock>(*this, lease, name, wait);
   auto written = propose(node_, timeoutMs, [&](records::Command::Builder command) {

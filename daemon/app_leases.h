@@ -126,6 +126,9 @@ class AppLeases : private kj::TaskSet::ErrorHandler {
   static constexpr size_t MAX_OBSERVER_QUEUE = 1024;
   // Observers of one member in all; past this observe() is refused.
   static constexpr size_t MAX_OBSERVERS = 65536;
+  // Lock calls in flight on one member (proposed or queued); past this lock() answers
+  // UNAVAILABLE.
+  static constexpr size_t MAX_PENDING_LOCKS = 65536;
 
  private:
   struct LocalLease {
@@ -173,6 +176,7 @@ class AppLeases : private kj::TaskSet::ErrorHandler {
   std::map<uint64_t, Observer> observers_;
   std::map<std::string, std::set<uint64_t>> observersByName_;
   uint64_t nextObserver_ = 1;
+  size_t pendingLocks_ = 0;  // PendingLock objects alive
   Nanos nextRenewCheck_ = 0;
   LeaseCounters counters_;
   bool closing_ = false;
