@@ -65,6 +65,10 @@ MemberMetrics collectMemberMetrics(const Node& node, const PeerTransport* transp
   m.storeLimitBytes = node.config().storeLimitBytes;
   m.pendingWrites = node.pendingWrites();
   m.pendingReads = node.pendingReads();
+  m.leases = node.state().leases().leaseCount();
+  m.localLeases = node.appLeases().localLeases();
+  m.locks = node.state().leases().lockCount();
+  m.leaseCounters = node.appLeases().counters();
   m.peerStats.resize(m.status.members.size());
   if (transport != nullptr) {
     for (MemberIndex i = 0; i < m.peerStats.size(); ++i) {
@@ -154,6 +158,20 @@ std::string renderMemberMetrics(const MemberMetrics& m) {
               self, double(m.catchUp.snapshotsInstalled));
   out.counter("synod_snapshots_served_total", "Snapshot transfers this member served to peers",
               self, double(m.catchUp.snapshotsServed));
+  out.gauge("synod_leases", "App leases in the applied state", self, double(m.leases));
+  out.gauge("synod_leases_local", "App leases held through this member", self,
+            double(m.localLeases));
+  out.gauge("synod_locks", "Locks and elections with a holder or waiters", self, double(m.locks));
+  out.counter("synod_lease_renew_batches_total",
+              "Batched lease renewals this member proposed that were applied", self,
+              double(m.leaseCounters.renewBatches));
+  out.counter("synod_lease_renewals_total", "Lease renewals in those batches", self,
+              double(m.leaseCounters.renewals));
+  out.counter("synod_lease_expiries_total", "Leases ended by expiry, as applied on this member",
+              self, double(m.leaseCounters.expiries));
+  out.counter("synod_lease_checkpoints_total",
+              "Lease checkpoint commands this member proposed as leader", self,
+              double(m.leaseCounters.checkpoints));
   out.gauge("synod_recovering",
             "1 while this member recovers from an empty data dir and does not vote yet", self,
             m.catchUp.recovering ? 1 : 0);

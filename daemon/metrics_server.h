@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/app_leases.h"
 #include "daemon/config.h"
 #include "daemon/metrics.h"
 #include "daemon/node.h"
@@ -36,6 +37,11 @@ struct MemberMetrics {
   uint64_t storeLimitBytes = 0;
   uint64_t pendingWrites = 0;
   uint64_t pendingReads = 0;
+  // App leases and locks in the applied state; leases held through this member.
+  uint64_t leases = 0;
+  uint64_t localLeases = 0;
+  uint64_t locks = 0;
+  LeaseCounters leaseCounters;
   // By member index (status.members' order); nullopt for this member and without a transport.
   std::vector<std::optional<PeerTransport::PeerStats>> peerStats;
 };

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <utility>
 
+#include "daemon/app_leases.h"
 #include "daemon/logging.h"
 
 namespace synod::daemon {
@@ -51,8 +52,11 @@ Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOu
              "a group of several members needs a peer transport");
   limits_.maxKeyBytes = config.maxKeyBytes;
   limits_.maxValueBytes = config.maxValueBytes;
+  limits_.leaseTtlMinMs = config.leaseTtlMinMs;
+  limits_.leaseTtlMaxMs = config.leaseTtlMaxMs;
   peerReports_.resize(config.peers.size());
   loadState();
+  appLeases_ = std::make_unique<AppLeases>(*this, timer_);
   ticking_ = tickLoop().eagerlyEvaluate([](kj::Exception&& e) {
     logError("fatal: tick loop failed: ", e.getDescription());
     std::abort();
@@ -61,6 +65,8 @@ Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOu
 }
 
 Node::~Node() {
+  // First: its pending calls wait on this Node's writes.
+  appLeases_.reset();
   if (commitInFlight_) commits_->finish();
 }
 
@@ -140,6 +146,7 @@ void Node::onTick() {
     submit(sequence, now);
   restartReads(now);
   snapshotTick(now);
+  appLeases_->tick(now);
   if (core_->hasReady()) scheduleFlush();
   maybeSendReport(now);
 }
@@ -187,7 +194,11 @@ kj::Promise<CommandOutcome> Node::write(capnp::MallocMessageBuilder& message, ui
   if (pending_.size() >= MAX_PENDING_WRITES) {
     return refusal(StatusCode::UNAVAILABLE, "too many writes in flight on this member; retry");
   }
-  if (!command.isDelete()) {
+  // Deletes and the commands that keep or end leases never grow the store much; refusing them
+  // would keep space from being freed or let leases lapse.
+  const bool exempt = command.isDelete() || command.isLeaseRenew() || command.isLeaseRevoke() ||
+                      command.isLeaseExpire() || command.isLeaseCheckpoint() || command.isUnlock();
+  if (!exempt) {
     size_t bytes = capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
     if (auto full = checkSpace(bytes)) return refusal(full->code, full->message);
   }
@@ -489,6 +500,9 @@ void Node::applyEntries(const std::vector<LogEntry>& entries) {
     applied.clear();
     state_.apply(entry.slot, entry.value, applied);
     counters_.slotCommands.observe(double(applied.size()));
+    for (const auto& command : applied)
+      appLeases_->onApplied(command);
+    appLeases_->afterApply(state_.takeTouchedLeases(), bootTimeNow());
     for (auto& command : applied) {
       if (command.id.member != self_ || command.id.incarnation != incarnation_) continue;
       auto it = pending_.find(command.id.sequence);
@@ -521,6 +535,8 @@ kj::Promise<std::optional<MemberIndex>> Node::otherLeader(uint32_t timeoutMs) {
 void Node::limitsChanged() {
   limits_.maxKeyBytes = config_.maxKeyBytes;
   limits_.maxValueBytes = config_.maxValueBytes;
+  limits_.leaseTtlMinMs = config_.leaseTtlMinMs;
+  limits_.leaseTtlMaxMs = config_.leaseTtlMaxMs;
 }
 
 void Node::drain() {

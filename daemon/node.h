@@ -44,6 +44,8 @@ class MallocMessageBuilder;
 
 namespace synod::daemon {
 
+class AppLeases;
+
 using election::Ballot;
 using election::CommandOutcome;
 using election::LogEntry;
@@ -175,6 +177,14 @@ class Node : private kj::TaskSet::ErrorHandler {
   bool isLeader() const { return core_->role() == election::Role::LEADER; }
   std::optional<MemberIndex> knownLeader() const { return core_->knownLeader(); }
   MemberIndex self() const { return self_; }
+  // Whether this member leads and its leader lease is valid at `now`: the condition for
+  // proposing lease expiries (election/lease_clock.h).
+  bool holdsLeaderLease(Nanos now) const { return isLeader() && core_->leaseHeldUntil() > now; }
+  bool draining() const { return draining_; }
+  const election::RequestLimits& requestLimits() const { return limits_; }
+  // App leases, locks and elections served through this member.
+  AppLeases& appLeases() { return *appLeases_; }
+  const AppLeases& appLeases() const { return *appLeases_; }
 
   // Leader only: hands leadership to `target`, or to the most up-to-date reachable peer
   // (election::Replica::transferLeadership), and sends the Handoff. False, changing nothing, if
@@ -341,6 +351,7 @@ class Node : private kj::TaskSet::ErrorHandler {
   size_t nextCommitSample_ = 0;
   Nanos readyTakenAt_ = 0;  // when the group commit persist() will write began
   NodeCounters counters_;
+  std::unique_ptr<AppLeases> appLeases_;
   kj::Promise<void> ticking_ = nullptr;
   kj::TaskSet tasks_;
 };

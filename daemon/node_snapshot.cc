@@ -14,6 +14,7 @@
 
 #include <algorithm>
 
+#include "daemon/app_leases.h"
 #include "daemon/logging.h"
 #include "daemon/node.h"
 #include "storage/store.h"
@@ -104,6 +105,7 @@ void Node::maybeInstallSnapshot() {
   store_.commit(batch);
   recoveredPending_ = false;
   state_ = std::move(fresh);
+  appLeases_->stateReplaced(state_.takeTouchedLeases(), bootTimeNow());
   materializedSlot_ = slot;
   core_->installSnapshot(slot, bootTimeNow());
   ++snapshotsInstalled_;

@@ -3,6 +3,7 @@
 #include <capnp/message.h>
 #include <kj/debug.h>
 
+#include "daemon/lease_service.h"
 #include "daemon/readiness.h"
 
 namespace synod::daemon {
@@ -382,6 +383,16 @@ class SynodService final : public rpc::Synod::Server {
 
   kj::Promise<void> admin(AdminContext context) override {
     context.getResults().setAdmin(kj::heap<AdminService>(node_, caller_));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> leases(LeasesContext context) override {
+    context.getResults().setLeases(newLeasesService(node_, caller_));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> locks(LocksContext context) override {
+    context.getResults().setLocks(newLocksService(node_));
     return kj::READY_NOW;
   }
 

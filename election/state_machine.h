@@ -66,6 +66,10 @@ struct LeaseEvent {
   uint64_t fence = 0;
   uint64_t revision = 0;  // the map's revision the event happened at
   bool expired = false;
+  // LOCK_GRANTED, PROCLAIMED: the holder's value and its lease's holder as of this event (a later
+  // command of the same slot may change either before the daemon reads the state).
+  std::string value;
+  LeaseHolder holder;
 
   bool operator==(const LeaseEvent&) const = default;
 };

@@ -188,8 +188,9 @@ CommandOutcome StateMachine::applyLock(records::LockAcquire::Reader op) {
   Lock lock;
   lock.holder = LockOwner{leaseId, std::string(view(op.getValue())), revision_};
   leases_.putLock(name, std::move(lock));
-  events_.push_back(
-      {LeaseEvent::Kind::LOCK_GRANTED, leaseId, std::string(name), revision_, revision_, false});
+  events_.push_back({LeaseEvent::Kind::LOCK_GRANTED, leaseId, std::string(name), revision_,
+                     revision_, false, std::string(view(op.getValue())),
+                     leases_.lease(leaseId)->holder});
   outcome.revision = revision_;
   outcome.succeeded = true;
   outcome.fence = revision_;
@@ -229,8 +230,10 @@ CommandOutcome StateMachine::applyProclaim(records::LockProclaim::Reader op) {
   lock.holder->value = std::string(view(op.getValue()));
   const uint64_t fence = lock.holder->fence;
   leases_.putLock(name, std::move(lock));
-  events_.push_back(
-      {LeaseEvent::Kind::PROCLAIMED, op.getLease(), std::string(name), fence, revision_, false});
+  const Lease* holderLease = leases_.lease(op.getLease());
+  events_.push_back({LeaseEvent::Kind::PROCLAIMED, op.getLease(), std::string(name), fence,
+                     revision_, false, std::string(view(op.getValue())),
+                     holderLease != nullptr ? holderLease->holder : LeaseHolder{}});
   CommandOutcome outcome;
   outcome.revision = revision_;
   outcome.succeeded = true;
@@ -248,18 +251,26 @@ bool StateMachine::leaveLock(std::string_view name, uint64_t leaseId, uint64_t r
   if (waiter != lock.waiters.end()) {
     lock.waiters.erase(waiter);
     events_.push_back(
-        {LeaseEvent::Kind::WAITER_REMOVED, leaseId, std::string(name), 0, revision, false});
+        {LeaseEvent::Kind::WAITER_REMOVED, leaseId, std::string(name), 0, revision, false, {}, {}});
   }
   if (lock.holder && lock.holder->lease == leaseId) {
-    events_.push_back({LeaseEvent::Kind::LOCK_RELEASED, leaseId, std::string(name),
-                       lock.holder->fence, revision, false});
+    events_.push_back({LeaseEvent::Kind::LOCK_RELEASED,
+                       leaseId,
+                       std::string(name),
+                       lock.holder->fence,
+                       revision,
+                       false,
+                       {},
+                       {}});
     lock.holder.reset();
     if (!lock.waiters.empty()) {
       lock.holder = std::move(lock.waiters.front());
       lock.waiters.pop_front();
       lock.holder->fence = revision;
+      const Lease* holderLease = leases_.lease(lock.holder->lease);
       events_.push_back({LeaseEvent::Kind::LOCK_GRANTED, lock.holder->lease, std::string(name),
-                         revision, revision, false});
+                         revision, revision, false, lock.holder->value,
+                         holderLease != nullptr ? holderLease->holder : LeaseHolder{}});
     }
     holderChanged = true;
   }
@@ -278,7 +289,8 @@ CommandOutcome StateMachine::endLease(uint64_t id, bool expired) {
   for (const auto& name : leases_.locksOf(id))
     leaveLock(name, id, revision_);
   leases_.eraseLease(id);
-  events_.push_back({LeaseEvent::Kind::LEASE_ENDED, id, std::string(), 0, revision_, expired});
+  events_.push_back(
+      {LeaseEvent::Kind::LEASE_ENDED, id, std::string(), 0, revision_, expired, {}, {}});
   outcome.revision = revision_;
   outcome.succeeded = true;
   return outcome;

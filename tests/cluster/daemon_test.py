@@ -51,8 +51,11 @@ def test_stale_socket_is_replaced(synod, synodctl, workdir):
     daemon.wait()
     check(os.path.exists(sock), "a SIGKILLed daemon cannot remove its socket")
     daemon.start()
-    rc, reply = Ctl(synodctl, sock).run("status")
-    check(rc == 0 and reply["role"] == "leader", f"status after restart: {reply}")
+    # Serving comes before the election of a member of one finishes: poll for it.
+    def leads():
+        rc, reply = Ctl(synodctl, sock).run("status")
+        return rc == 0 and reply["role"] == "leader"
+    wait_until(leads, 20, "the restarted member to lead")
     check("stale socket" in daemon.read_log(), "replacing the stale socket was not logged")
     daemon.stop()
 

@@ -134,6 +134,9 @@ def test_group_scraped(synod, synodctl, workdir):
         "synod_store_limit_bytes": "gauge", "synod_pending_writes": "gauge",
         "synod_pending_reads": "gauge", "synod_snapshots_installed_total": "counter",
         "synod_snapshots_served_total": "counter", "synod_recovering": "gauge",
+        "synod_leases": "gauge", "synod_leases_local": "gauge", "synod_locks": "gauge",
+        "synod_lease_renew_batches_total": "counter", "synod_lease_renewals_total": "counter",
+        "synod_lease_expiries_total": "counter", "synod_lease_checkpoints_total": "counter",
     }
     for name in group.names:
         types, samples = parse(scrape(ports[name]))

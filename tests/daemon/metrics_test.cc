@@ -95,6 +95,13 @@ MemberMetrics sampleMember(bool leading) {
   m.status.revision = 12;
   m.status.incarnation = 3;
   m.status.uptimeMs = 1500;
+  m.leases = 12;
+  m.localLeases = 5;
+  m.locks = 3;
+  m.leaseCounters.renewBatches = 9;
+  m.leaseCounters.renewals = 40;
+  m.leaseCounters.expiries = 2;
+  m.leaseCounters.checkpoints = 1;
   m.status.dbSizeBytes = 4096;
   for (const char* name : {"n1", "n2", "n3"}) {
     MemberInfo info;
@@ -222,6 +229,13 @@ TEST_CASE("a follower's metrics: role, ballot, peers without lag, transport coun
   CHECK(samples.at("synod_store_limit_bytes{member=\"n2\"}") == "1048576");
   CHECK(samples.at("synod_snapshots_installed_total{member=\"n2\"}") == "2");
   CHECK(samples.at("synod_recovering{member=\"n2\"}") == "0");
+  CHECK(samples.at("synod_leases{member=\"n2\"}") == "12");
+  CHECK(samples.at("synod_leases_local{member=\"n2\"}") == "5");
+  CHECK(samples.at("synod_locks{member=\"n2\"}") == "3");
+  CHECK(samples.at("synod_lease_renew_batches_total{member=\"n2\"}") == "9");
+  CHECK(samples.at("synod_lease_renewals_total{member=\"n2\"}") == "40");
+  CHECK(samples.at("synod_lease_expiries_total{member=\"n2\"}") == "2");
+  CHECK(samples.at("synod_lease_checkpoints_total{member=\"n2\"}") == "1");
 }
 
 TEST_CASE("the leader's metrics carry each peer's lag") {
