@@ -4,6 +4,7 @@
 #include <kj/debug.h>
 
 #include "daemon/readiness.h"
+#include "daemon/watch_service.h"
 
 namespace synod::daemon {
 
@@ -382,6 +383,11 @@ class SynodService final : public rpc::Synod::Server {
 
   kj::Promise<void> admin(AdminContext context) override {
     context.getResults().setAdmin(kj::heap<AdminService>(node_, caller_));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> watches(WatchesContext context) override {
+    context.getResults().setWatches(newWatchesService(node_));
     return kj::READY_NOW;
   }
 
