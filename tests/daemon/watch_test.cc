@@ -382,13 +382,17 @@ TEST_CASE("a watch from a compacted revision gets compacted, snapshot pages, the
   const uint64_t snapshotAt = f.node->state().revision();
 
   Inbox inbox;
+  inbox.hold = true;  // the pages wait until the writes below are applied
   auto started = f.watch(inbox, "cfg/", true, 1);
   REQUIRE(started.code == Status::Code::OK);
   CHECK(started.compacted);
   CHECK(started.startRevision == snapshotAt + 1);
-  // A write while the pages go out: it must come after the last page, not inside it.
+  // Writes while the pages go out: they come after the last page, never inside it.
   f.put("cfg/0", "changed");
-  f.until([&] { return inbox.events().size() == 1; }, "the live event");
+  f.del("cfg/5");
+  CHECK(inbox.messages.size() == 1);
+  inbox.release();
+  f.until([&] { return inbox.events().size() == 2; }, "the live events");
 
   REQUIRE(inbox.messages.front().kind == Message::COMPACTED);
   CHECK(inbox.messages.front().revision == snapshotAt);
@@ -413,6 +417,8 @@ TEST_CASE("a watch from a compacted revision gets compacted, snapshot pages, the
   REQUIRE(i < inbox.messages.size());
   CHECK(inbox.messages[i].kind == Message::EVENTS);
   CHECK(inbox.events()[0] == Event{true, "cfg/0", "changed", snapshotAt + 1, false, ""});
+  CHECK(inbox.events()[1] == Event{false, "cfg/5", "", snapshotAt + 2, false, ""});
+  CHECK(snapshot[4].first == "cfg/5");
 
   // Reads at the compacted revisions are refused; at the oldest kept one they work.
   auto old = f.watches.getRequest();
