@@ -11,6 +11,7 @@
 
 #include "clients/synod_client.h"
 #include "clients/text.h"
+#include "clients/watch_commands.h"
 
 namespace synod::clients {
 
@@ -35,6 +36,7 @@ struct GlobalOptions {
 struct GetCommand {
   std::string key;
   bool serializable = false;
+  uint64_t revision = 0;  // --rev: read at this past revision (0 = now)
 };
 
 struct PutCommand {
@@ -53,6 +55,7 @@ struct ListCommand {
   std::string startAfter;
   bool serializable = false;
   bool all = false;  // follow `more` until the last page
+  uint64_t revision = 0;  // --rev: read at this past revision (0 = now)
 };
 
 struct TxnCommand {
@@ -71,7 +74,8 @@ struct VersionCommand {};
 
 using Command = std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand,
                              StatusCommand, TransferLeaderCommand, HealthCommand, ShellCommand,
-                             HelpCommand, VersionCommand, MembersCommand>;
+                             HelpCommand, VersionCommand, MembersCommand, WatchCommand,
+                             CompactCommand>;
 
 struct Invocation {
   GlobalOptions global;
