@@ -7,6 +7,8 @@
 #include <ostream>
 #include <utility>
 
+#include "clients/watch_cli.h"
+
 namespace synod::clients {
 
 namespace {
@@ -30,7 +32,11 @@ struct CommandSpec {
 
 const std::vector<CommandSpec>& commandSpecs() {
   static const std::vector<CommandSpec> specs = {
-      {"get", "get KEY [--serializable]", {{"--serializable", false, false}}, 1, 1},
+      {"get",
+       "get KEY [--serializable] [--rev REV]",
+       {{"--serializable", false, false}, {"--rev", true, false}},
+       1,
+       1},
       {"put", "put KEY VALUE [--lease ID]", {{"--lease", true, false}}, 2, 2},
       {"del",
        "del KEY [--prefix | --range-end END | --from-key]",
@@ -38,11 +44,12 @@ const std::vector<CommandSpec>& commandSpecs() {
        1,
        1},
       {"list",
-       "list [PREFIX] [--limit N] [--start-after KEY] [--serializable] [--all]",
+       "list [PREFIX] [--limit N] [--start-after KEY] [--serializable] [--all] [--rev REV]",
        {{"--limit", true, false},
         {"--start-after", true, false},
         {"--serializable", false, false},
-        {"--all", false, false}},
+        {"--all", false, false},
+        {"--rev", true, false}},
        0,
        1},
       {"txn",
@@ -81,6 +88,12 @@ const std::vector<CommandSpec>& commandSpecs() {
        2,
        SIZE_MAX},
       {"shell", "shell", {}, 0, 0},
+      {"watch",
+       "watch PREFIX [--key] [--from REV] [--prev]",
+       {{"--key", false, false}, {"--from", true, false}, {"--prev", false, false}},
+       1,
+       1},
+      {"compact", "compact REV", {}, 1, 1},
       {"help", "help", {}, 0, 1},
       {"version", "version", {}, 0, 0},
   };
@@ -108,7 +121,7 @@ std::string usageOf(const CommandSpec& spec) {
 const char GENERAL_USAGE[] =
     "usage: synodctl [--socket PATH] [--json] [--timeout MS] COMMAND ARGS...\n"
     "commands: get put del list txn status members transfer-leader health lease leader\n"
-    "          check-fence observe lock elect shell help version";
+    "          check-fence observe lock elect watch compact shell help version";
 
 constexpr uint64_t MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 
@@ -275,8 +288,19 @@ ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
                               Invocation invocation) {
   const auto& args = words.positional;
   std::string_view name = spec.name;
+  // --rev / --from / compact: a revision, 1 or more.
+  std::optional<uint64_t> revision;
+  for (const char* option : {"--rev", "--from"}) {
+    if (!words.has(option)) continue;
+    revision = parseNumber(words.valueOf(option), UINT64_MAX);
+    if (!revision || *revision == 0) {
+      return fail(std::string(name) + ": " + option + " needs a revision of 1 or more, got '" +
+                      displayText(words.valueOf(option)) + "'",
+                  &spec);
+    }
+  }
   if (name == "get") {
-    invocation.command = GetCommand{args[0], words.has("--serializable")};
+    invocation.command = GetCommand{args[0], words.has("--serializable"), revision.value_or(0)};
   } else if (name == "put") {
     PutCommand command{args[0], args[1], 0};
     if (words.has("--lease")) {
@@ -345,6 +369,7 @@ ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
     command.startAfter = words.valueOf("--start-after");
     command.serializable = words.has("--serializable");
     command.all = words.has("--all");
+    command.revision = revision.value_or(0);
     invocation.command = std::move(command);
   } else if (name == "txn") {
     TxnCommand command;
@@ -379,6 +404,18 @@ ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
     invocation.command = HealthCommand{};
   } else if (name == "shell") {
     invocation.command = ShellCommand{};
+  } else if (name == "watch") {
+    if (args[0].empty() && words.has("--key")) return fail("watch: --key needs a KEY", &spec);
+    invocation.command =
+        WatchCommand{args[0], !words.has("--key"), revision.value_or(0), words.has("--prev")};
+  } else if (name == "compact") {
+    auto compactTo = parseNumber(args[0], UINT64_MAX);
+    if (!compactTo || *compactTo == 0) {
+      return fail("compact: REV must be a revision of 1 or more, got '" + displayText(args[0]) +
+                      "'",
+                  &spec);
+    }
+    invocation.command = CompactCommand{*compactTo};
   } else if (name == "help") {
     invocation.command = HelpCommand{};
   } else {
@@ -776,6 +813,25 @@ Commands:
       end within --kill-after + TTL/10 (the daemon stopped renewing it), CMD gets SIGTERM, then
       SIGKILL --kill-after ms later (default 2000), and synodctl exits 5. When CMD exits
       synodctl gives the lock up and exits with CMD's status (128+N if signal N ended it).
+  watch PREFIX [--key] [--from REV] [--prev]
+      Print every change of the keys starting with PREFIX (with --key: of the key PREFIX
+      alone) as it happens, one line each, served by the member at --socket from its own
+      replica: "REV PUT KEY VALUE" or "REV DELETE KEY"; --prev appends (was OLD). All
+      changes of one transaction have the same REV and arrive together. --from REV starts at
+      revision REV (resume with the last REV seen + 1); when REV is older than the member
+      keeps, it prints "REV COMPACTED oldest N", the keys as of REV as lines
+      "REV SNAPSHOT KEY VALUE" ending with "REV SNAPSHOT-END", then the changes after it. Runs until interrupted;
+      exit status 1 when the daemon cancels the watch (a watcher too slow to keep up; stderr
+      says the revision to resume from), 3 when the connection is lost. With --json one
+      object per line: {"type":"put"|"delete"|"progress"|"compacted"|"snapshot"|
+      "snapshotEnd"|"cancelled","revision":REV,...}; progress lines (every second when idle)
+      say the revision the watch is current to. Not available inside shell.
+  compact REV
+      Forget the history below revision REV on every member: watches from there get a
+      snapshot, and reads at those revisions are refused. History is also kept only for the
+      last history_revisions revisions.
+  get KEY --rev REV, list [PREFIX] --rev REV
+      Read as of revision REV, from the member's history; the same answer on every member.
   shell
       Read commands from stdin, one per line, split into words by POSIX shell quoting rules
       ('...' literal; "..." with \" \\ \$ \` escapes; \ quotes the next character outside
@@ -1649,6 +1705,7 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty) {
   uint32_t timeoutMs = invocation.global.timeoutMs;
   const Command& command = invocation.command;
   if (auto* get = std::get_if<GetCommand>(&command)) {
+    if (get->revision != 0) return renderGet(*get, getAtRevision(client, *get, timeoutMs), options);
     return renderGet(*get, client.get(get->key, ReadOptions{get->serializable, timeoutMs}),
                      options);
   }
@@ -1681,7 +1738,18 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty) {
     return renderDel(*del, client.del(del->key, del->rangeEnd, WriteOptions{timeoutMs}), options);
   }
   if (auto* list = std::get_if<ListCommand>(&command)) {
+    if (list->revision != 0) {
+      return renderList(*list, listAtRevision(client, *list, timeoutMs), options);
+    }
     return renderList(*list, listAllPages(client, *list, timeoutMs), options);
+  }
+  if (auto* compact = std::get_if<CompactCommand>(&command)) {
+    return renderCompact(clients::compact(client.async(), compact->revision, timeoutMs)
+                             .wait(client.waitScope()),
+                         options);
+  }
+  if (std::holds_alternative<WatchCommand>(command)) {
+    return renderUsageError("'watch' streams: run it on its own, not inside 'shell'", {}, options);
   }
   if (auto* txn = std::get_if<TxnCommand>(&command)) {
     return renderTxn(*txn, client.txn(txn->txn, WriteOptions{timeoutMs}), options);
@@ -1759,6 +1827,9 @@ int runSynodctl(const std::vector<std::string>& args, std::istream& in, std::ost
   if (std::holds_alternative<VersionCommand>(invocation.command)) {
     out << renderVersion(options).out;
     return EXIT_OK;
+  }
+  if (auto* watch = std::get_if<WatchCommand>(&invocation.command)) {
+    return runWatchCommand(*watch, invocation.global, out, err);
   }
   Client client(ClientOptions{invocation.global.socketPath, invocation.global.timeoutMs,
                               DEFAULT_DEADLINE_MARGIN_MS});

@@ -11,6 +11,7 @@
 
 #include "clients/synod_client.h"
 #include "clients/text.h"
+#include "clients/watch_commands.h"
 
 namespace synod::clients {
 
@@ -38,6 +39,7 @@ struct GlobalOptions {
 struct GetCommand {
   std::string key;
   bool serializable = false;
+  uint64_t revision = 0;  // --rev: read at this past revision (0 = now)
 };
 
 struct PutCommand {
@@ -57,6 +59,7 @@ struct ListCommand {
   std::string startAfter;
   bool serializable = false;
   bool all = false;  // follow `more` until the last page
+  uint64_t revision = 0;  // --rev: read at this past revision (0 = now)
 };
 
 struct TxnCommand {
@@ -121,7 +124,8 @@ struct VersionCommand {};
 using Command = std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand,
                              StatusCommand, TransferLeaderCommand, HealthCommand, ShellCommand,
                              HelpCommand, VersionCommand, MembersCommand, LeaseCommand,
-                             LeaderCommand, CheckFenceCommand, ObserveCommand, HoldCommand>;
+                             LeaderCommand, CheckFenceCommand, ObserveCommand, HoldCommand,
+                             WatchCommand, CompactCommand>;
 
 struct Invocation {
   GlobalOptions global;

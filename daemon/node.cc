@@ -57,6 +57,7 @@ Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOu
   peerReports_.resize(config.peers.size());
   loadState();
   appLeases_ = std::make_unique<AppLeases>(*this, timer_);
+  watchHub_ = std::make_unique<WatchHub>(state_, timer_);
   ticking_ = tickLoop().eagerlyEvaluate([](kj::Exception&& e) {
     logError("fatal: tick loop failed: ", e.getDescription());
     std::abort();
@@ -68,6 +69,12 @@ Node::~Node() {
   // First: its pending calls wait on this Node's writes.
   appLeases_.reset();
   if (commitInFlight_) commits_->finish();
+}
+
+election::HistoryLimits Node::historyLimits() const {
+  election::HistoryLimits limits;
+  limits.revisions = config_.historyRevisions;
+  return limits;
 }
 
 election::Options Node::coreOptions(uint64_t memberCount) const {
@@ -100,6 +107,16 @@ void Node::loadState() {
     throw storage::CorruptionError("stored state is inconsistent: " + *problem);
   }
   state_.restoreApplied(start.appliedSlot, start.revision);
+  state_.setHistoryLimits(historyLimits());
+  std::vector<election::RevisionChanges> history;
+  store_.forEachHistory(
+      [&](election::RevisionChanges&& revision) { history.push_back(std::move(revision)); });
+  try {
+    state_.restoreHistory(start.historyStart == 0 ? start.revision + 1 : start.historyStart,
+                          std::move(history));
+  } catch (const std::runtime_error& e) {
+    throw storage::CorruptionError(std::string("stored history is inconsistent: ") + e.what());
+  }
   materializedSlot_ = start.appliedSlot;
 
   election::PersistedState persisted;
@@ -375,6 +392,8 @@ void Node::persist() {
     batch.sessions = std::move(changes.sessions);
     batch.leases = std::move(changes.leases);
     batch.locks = std::move(changes.locks);
+    batch.history = std::move(changes.history);
+    batch.historyStart = changes.historyStart;
     batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
     materialized = changes.appliedSlot;
   }
@@ -511,6 +530,7 @@ void Node::applyEntries(const std::vector<LogEntry>& entries) {
       pending_.erase(it);
     }
   }
+  if (!entries.empty()) watchHub_->changed();
 }
 
 bool Node::transferLeadership(std::optional<MemberIndex> target) {

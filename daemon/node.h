@@ -32,6 +32,7 @@
 #include "daemon/member_report.h"
 #include "daemon/metrics.h"
 #include "daemon/peer_codec.h"
+#include "daemon/watch_hub.h"
 #include "election/prng.h"
 #include "election/replica.h"
 #include "election/snapshot.h"
@@ -172,6 +173,8 @@ class Node : private kj::TaskSet::ErrorHandler {
   void onMemberReport(MemberIndex from, MemberReport report);
 
   const election::StateMachine& state() const { return state_; }
+  // The watches this member serves from its replica (daemon/watch_hub.h).
+  WatchHub& watchHub() { return *watchHub_; }
   const Config& config() const { return config_; }
   Ballot ballot() const { return core_->ballot(); }
   bool isLeader() const { return core_->role() == election::Role::LEADER; }
@@ -272,6 +275,7 @@ class Node : private kj::TaskSet::ErrorHandler {
   void updateLogHold();
   void noteRecovered(election::RecoveryOutcome outcome);
   void loadState();
+  election::HistoryLimits historyLimits() const;
   void submit(uint64_t sequence, Nanos now);
   void startRead(election::ReadId id, Nanos now);
   kj::Promise<void> tickLoop();
@@ -353,6 +357,8 @@ class Node : private kj::TaskSet::ErrorHandler {
   NodeCounters counters_;
   std::unique_ptr<AppLeases> appLeases_;
   kj::Promise<void> ticking_ = nullptr;
+  // Declared after state_: destroyed before the state it reads.
+  std::unique_ptr<WatchHub> watchHub_;
   kj::TaskSet tasks_;
 };
 

@@ -99,6 +99,9 @@ void Node::maybeInstallSnapshot() {
     batch.locks[std::string(name)] = election::encodeLock(name, lock);
   });
   batch.applied = std::make_pair(slot, fresh.revision());
+  // The history restarts at the snapshot: older revisions are compacted on this member.
+  batch.historyStart = fresh.history().start();
+  fresh.setHistoryLimits(historyLimits());
   batch.dropLogThrough = slot;
   batch.recovered = recoveredPending_;
   // Unmaterialized changes of the old state are superseded: the snapshot is ahead of them.
@@ -109,6 +112,7 @@ void Node::maybeInstallSnapshot() {
   materializedSlot_ = slot;
   core_->installSnapshot(slot, bootTimeNow());
   ++snapshotsInstalled_;
+  watchHub_->changed();
   logNotice("installed a snapshot from ", peer.c_str(), " at slot ", slot, ": ", state_.keyCount(),
             " keys at revision ", state_.revision(), ", ", incoming.assembler.bytesReceived(),
             " bytes");

@@ -5,6 +5,7 @@
 
 #include "daemon/lease_service.h"
 #include "daemon/readiness.h"
+#include "daemon/watch_service.h"
 
 namespace synod::daemon {
 
@@ -393,6 +394,11 @@ class SynodService final : public rpc::Synod::Server {
 
   kj::Promise<void> locks(LocksContext context) override {
     context.getResults().setLocks(newLocksService(node_));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> watches(WatchesContext context) override {
+    context.getResults().setWatches(newWatchesService(node_));
     return kj::READY_NOW;
   }
 

@@ -165,6 +165,9 @@ std::optional<std::string> checkStructure(records::Command::Reader command) {
     case records::Command::PROCLAIM:
       return checkLockName("proclaim", command.getProclaim().getName(),
                            command.getProclaim().getLease());
+    case records::Command::COMPACT:
+      if (command.getCompact().getRevision() == 0) return "compact: revision 0";
+      return std::nullopt;
   }
   return "unknown command";
 }
@@ -250,6 +253,7 @@ std::optional<std::string> validateRequest(records::Command::Reader command,
     case records::Command::LEASE_REVOKE:
     case records::Command::LEASE_EXPIRE:
     case records::Command::LEASE_CHECKPOINT:
+    case records::Command::COMPACT:
       return std::nullopt;
   }
   return "unknown command";
@@ -354,6 +358,30 @@ void StateMachine::restoreApplied(Slot appliedSlot, uint64_t revision) {
   appliedSlot_ = appliedSlot;
   takenSlot_ = appliedSlot;
   revision_ = revision;
+  history_.reset(revision + 1);
+  historyTaken_ = revision;
+  takenHistoryStart_ = history_.start();
+}
+
+void StateMachine::restoreHistory(uint64_t start, std::vector<RevisionChanges> revisions) {
+  if (start == 0 || start > revision_ + 1) {
+    throw std::runtime_error("history starts at revision " + std::to_string(start) +
+                             ", after the applied revision " + std::to_string(revision_) + " + 1");
+  }
+  history_.reset(start);
+  for (auto& revision : revisions) {
+    if (revision.revision < start || revision.revision > revision_ ||
+        (!history_.revisions().empty() &&
+         history_.revisions().back()->revision >= revision.revision)) {
+      throw std::runtime_error("history revision " + std::to_string(revision.revision) +
+                               " is out of order or outside " + std::to_string(start) + ".." +
+                               std::to_string(revision_));
+    }
+    history_.restore(std::move(revision));
+  }
+  takenHistoryStart_ = history_.start();
+  // The limits may be lower than when these were stored.
+  history_.seal(revision_);
 }
 
 // --- apply ---------------------------------------------------------------------------------
@@ -390,6 +418,7 @@ void StateMachine::apply(Slot slot, const Value& value, std::vector<AppliedComma
         case Seen::NEW:
           events_.clear();
           applied.outcome = applyCommand(command);
+          history_.seal(revision_);
           applied.events = std::move(events_);
           events_.clear();
           recordSession(applied.id);
@@ -439,6 +468,8 @@ CommandOutcome StateMachine::applyCommand(records::Command::Reader command) {
       return applyUnlock(command.getUnlock());
     case records::Command::PROCLAIM:
       return applyProclaim(command.getProclaim());
+    case records::Command::COMPACT:
+      return applyCompact(command.getCompact());
   }
   return failure(StatusCode::INVALID_ARGUMENT, "unknown command", revision_);
 }
@@ -457,10 +488,24 @@ CommandOutcome StateMachine::applyPut(rpc::PutOp::Reader op) {
 
 CommandOutcome StateMachine::applyDelete(rpc::DeleteOp::Reader op) {
   // A delete that removes nothing does not create a revision.
-  uint64_t deleted = deleteRange(view(op.getKey()), view(op.getRangeEnd()));
+  uint64_t deleted = deleteRange(view(op.getKey()), view(op.getRangeEnd()), revision_ + 1);
   if (deleted > 0) ++revision_;
   CommandOutcome outcome;
   outcome.deleted = deleted;
+  outcome.revision = revision_;
+  return outcome;
+}
+
+CommandOutcome StateMachine::applyCompact(records::Compact::Reader op) {
+  const uint64_t revision = op.getRevision();
+  if (revision > revision_ + 1) {
+    return failure(StatusCode::INVALID_ARGUMENT,
+                   "compact: revision " + std::to_string(revision) +
+                       " is ahead of the current revision " + std::to_string(revision_),
+                   revision_);
+  }
+  history_.compact(revision);
+  CommandOutcome outcome;
   outcome.revision = revision_;
   return outcome;
 }
@@ -494,7 +539,8 @@ CommandOutcome StateMachine::applyTxn(rpc::Txn::Reader txn) {
              next);
       changed = true;
     } else if (op.isDelete()) {
-      uint64_t n = deleteRange(view(op.getDelete().getKey()), view(op.getDelete().getRangeEnd()));
+      uint64_t n =
+          deleteRange(view(op.getDelete().getKey()), view(op.getDelete().getRangeEnd()), next);
       deleted += n;
       changed = changed || n > 0;
     }
@@ -537,10 +583,13 @@ bool StateMachine::compareHolds(rpc::Compare::Reader compare) const {
 void StateMachine::putKey(std::string_view key, std::string_view value, uint64_t lease,
                           uint64_t revision) {
   auto it = keys_.find(key);
+  KeyChange change;
+  change.key.assign(key);
   if (it == keys_.end()) {
     it = keys_.emplace(std::string(key), KeyRecord{}).first;
     it->second.createRevision = revision;
   } else {
+    change.prev = it->second;
     digest_ -= keyDigest(it->first, it->second);
     leases_.detachKey(it->second.lease, key);
   }
@@ -552,12 +601,16 @@ void StateMachine::putKey(std::string_view key, std::string_view value, uint64_t
   record.lease = lease;
   digest_ += keyDigest(it->first, record);
   dirtyKeys_.emplace(key);
+  change.record = record;
+  history_.record(revision, std::move(change));
 }
 
-uint64_t StateMachine::deleteRange(std::string_view key, std::string_view rangeEnd) {
+uint64_t StateMachine::deleteRange(std::string_view key, std::string_view rangeEnd,
+                                   uint64_t revision) {
   if (rangeEnd.empty()) {
     auto it = keys_.find(key);
     if (it == keys_.end()) return 0;
+    history_.record(revision, KeyChange{std::string(key), std::nullopt, it->second});
     digest_ -= keyDigest(it->first, it->second);
     leases_.detachKey(it->second.lease, key);
     keys_.erase(it);
@@ -568,6 +621,7 @@ uint64_t StateMachine::deleteRange(std::string_view key, std::string_view rangeE
   auto last = isOpenRangeEnd(rangeEnd) ? keys_.end() : keys_.lower_bound(rangeEnd);
   uint64_t count = 0;
   for (auto it = first; it != last; ++it, ++count) {
+    history_.record(revision, KeyChange{it->first, std::nullopt, it->second});
     digest_ -= keyDigest(it->first, it->second);
     leases_.detachKey(it->second.lease, it->first);
     dirtyKeys_.insert(it->first);
@@ -682,6 +736,60 @@ StateMachine::ListResult StateMachine::list(std::string_view prefix, std::string
   return result;
 }
 
+std::optional<KeyRecord> StateMachine::getAt(std::string_view key, uint64_t revision) const {
+  KJ_ASSERT(readableAt(revision), revision, history_.start(), revision_);
+  const auto& kept = history_.revisions();
+  // The first change after `revision` knows how the key was at `revision`.
+  for (size_t i = history_.lowerBound(revision + 1); i < kept.size(); ++i) {
+    for (const KeyChange& change : kept[i]->changes) {
+      if (change.key == key) return change.prev;
+    }
+  }
+  const KeyRecord* current = get(key);
+  return current ? std::optional<KeyRecord>(*current) : std::nullopt;
+}
+
+StateMachine::ListResult StateMachine::listAt(const KeyRange& range, std::string_view startAfter,
+                                              size_t limit, uint64_t revision) const {
+  KJ_ASSERT(readableAt(revision), revision, history_.start(), revision_);
+  auto wanted = [&](std::string_view key) {
+    return range.contains(key) && (startAfter.empty() || key > startAfter);
+  };
+  // Keys changed after `revision`: how each was at `revision` (the first change's prev).
+  std::map<std::string_view, const std::optional<KeyRecord>*> before;
+  const auto& kept = history_.revisions();
+  for (size_t i = history_.lowerBound(revision + 1); i < kept.size(); ++i) {
+    for (const KeyChange& change : kept[i]->changes) {
+      if (wanted(change.key)) before.try_emplace(change.key, &change.prev);
+    }
+  }
+  ListResult result;
+  auto current = keys_.lower_bound(range.key);
+  if (!startAfter.empty() && startAfter >= range.key) current = keys_.upper_bound(startAfter);
+  auto changed = before.begin();
+  auto add = [&](std::string_view key, const KeyRecord& record) {
+    if (result.kvs.size() == limit) {
+      result.more = true;
+      return false;
+    }
+    result.kvs.emplace_back(std::string(key), record);
+    return true;
+  };
+  for (;;) {
+    const bool currentLeft = current != keys_.end() && range.contains(current->first);
+    if (!currentLeft && changed == before.end()) break;
+    if (changed != before.end() && (!currentLeft || changed->first <= current->first)) {
+      if (currentLeft && changed->first == current->first) ++current;
+      if (*changed->second && !add(changed->first, **changed->second)) break;
+      ++changed;
+    } else {
+      if (!add(current->first, current->second)) break;
+      ++current;
+    }
+  }
+  return result;
+}
+
 StateChanges StateMachine::takeChanges() {
   StateChanges changes;
   for (const auto& key : dirtyKeys_) {
@@ -702,6 +810,12 @@ StateChanges StateMachine::takeChanges() {
   changes.appliedSlot = appliedSlot_;
   changes.revision = revision_;
   takenSlot_ = appliedSlot_;
+  const auto& kept = history_.revisions();
+  for (size_t i = history_.lowerBound(historyTaken_ + 1); i < kept.size(); ++i)
+    changes.history.push_back(kept[i]);
+  historyTaken_ = revision_;
+  changes.historyStart = history_.start();
+  takenHistoryStart_ = history_.start();
   return changes;
 }
 

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "election/history.h"
 #include "election/leases.h"
 #include "election/types.h"
 #include "rpc_schema/records.capnp.h"
@@ -92,6 +93,10 @@ struct StateChanges {
   std::map<std::string, std::optional<std::string>> locks;     // name -> encoded records::Lock
   Slot appliedSlot = 0;
   uint64_t revision = 0;
+  // Revisions recorded since the last takeChanges() and still kept, ascending, and the history's
+  // start: the store drops every stored revision below it.
+  std::vector<RevisionPtr> history;
+  uint64_t historyStart = 1;
 };
 
 // Limits a request from an app must satisfy before it is proposed (from the member's config).
@@ -134,7 +139,11 @@ class StateMachine {
   // Throw std::runtime_error if `encoded` is not a valid records::Lease / records::Lock.
   void restoreLease(std::string_view encoded);
   void restoreLock(std::string_view encoded);
+  // Also resets the history: it starts at revision + 1 (restoreHistory may extend it back).
   void restoreApplied(Slot appliedSlot, uint64_t revision);
+  // After restoreApplied: the stored history, every revision >= start, ascending, none above the
+  // applied revision. Throws std::runtime_error when they do not fit.
+  void restoreHistory(uint64_t start, std::vector<RevisionChanges> revisions);
   // After a restore: what is inconsistent between keys, leases and locks (a key or lock naming a
   // lease that does not exist), or nullopt.
   std::optional<std::string> checkLeaseReferences() const;
@@ -152,6 +161,21 @@ class StateMachine {
   };
   // Keys with `prefix`, strictly after `startAfter` (if non-empty), at most `limit`.
   ListResult list(std::string_view prefix, std::string_view startAfter, size_t limit) const;
+
+  // --- History (election/history.h) ---
+  const History& history() const { return history_; }
+  // The member's own limits; they bound what past revisions it can serve, never the state.
+  void setHistoryLimits(const HistoryLimits& limits) { history_.setLimits(limits); }
+  // Whether `revision` can be read: history().start() - 1 <= revision <= revision().
+  bool readableAt(uint64_t revision) const {
+    return revision + 1 >= history_.start() && revision <= revision_;
+  }
+  // The key as it was at `revision` (precondition: readableAt(revision)); nullopt when absent.
+  std::optional<KeyRecord> getAt(std::string_view key, uint64_t revision) const;
+  // Keys of `range` as they were at `revision` (precondition: readableAt(revision)), strictly
+  // after `startAfter` (if non-empty), at most `limit`. Costs the changes kept after `revision`.
+  ListResult listAt(const KeyRange& range, std::string_view startAfter, size_t limit,
+                    uint64_t revision) const;
 
   // --- Leases and locks ---
   const Lease* lease(uint64_t id) const { return leases_.lease(id); }
@@ -199,7 +223,7 @@ class StateMachine {
   // Whether takeChanges() would report anything (keys, sessions or a newer applied slot).
   bool hasChanges() const {
     return !dirtyKeys_.empty() || !dirtySessions_.empty() || leases_.hasDirty() ||
-           appliedSlot_ != takenSlot_;
+           appliedSlot_ != takenSlot_ || history_.start() != takenHistoryStart_;
   }
 
   // How many incarnations per member, out-of-order sequences per incarnation and remembered
@@ -237,6 +261,7 @@ class StateMachine {
   CommandOutcome applyLock(records::LockAcquire::Reader op);
   CommandOutcome applyUnlock(records::LockRelease::Reader op);
   CommandOutcome applyProclaim(records::LockProclaim::Reader op);
+  CommandOutcome applyCompact(records::Compact::Reader op);
   // Ends a lease at a new revision: deletes its keys, releases its locks (promoting the next
   // waiters) and leaves its queues.
   CommandOutcome endLease(uint64_t id, bool expired);
@@ -245,7 +270,8 @@ class StateMachine {
   bool leaveLock(std::string_view name, uint64_t lease, uint64_t revision);
   // Writes without bumping the revision; the caller bumps it once per command.
   void putKey(std::string_view key, std::string_view value, uint64_t lease, uint64_t revision);
-  uint64_t deleteRange(std::string_view key, std::string_view rangeEnd);
+  // Deletes at `revision` (recorded in the history); the caller bumps the revision if any went.
+  uint64_t deleteRange(std::string_view key, std::string_view rangeEnd, uint64_t revision);
 
   std::map<std::string, KeyRecord, std::less<>> keys_;
   std::map<MemberIndex, Session> sessions_;
@@ -262,6 +288,10 @@ class StateMachine {
 
   std::set<std::string, std::less<>> dirtyKeys_;
   std::set<MemberIndex> dirtySessions_;
+
+  History history_;
+  uint64_t historyTaken_ = 0;       // the highest revision handed to takeChanges()
+  uint64_t takenHistoryStart_ = 1;  // history_.start() as of the last takeChanges() or restore
 };
 
 }  // namespace synod::election

@@ -284,7 +284,7 @@ CommandOutcome StateMachine::endLease(uint64_t id, bool expired) {
   if (const auto* keys = leases_.keysOf(id)) {
     const std::vector<std::string> attached(keys->begin(), keys->end());
     for (const auto& key : attached)
-      outcome.deleted += deleteRange(key, "");
+      outcome.deleted += deleteRange(key, "", revision_);
   }
   for (const auto& name : leases_.locksOf(id))
     leaveLock(name, id, revision_);

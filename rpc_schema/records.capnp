@@ -35,6 +35,7 @@ struct Command {
     lock @9 :LockAcquire;
     unlock @10 :LockRelease;
     proclaim @11 :LockProclaim;
+    compact @12 :Compact;
   }
 }
 
@@ -234,4 +235,32 @@ struct SnapshotKey {
 struct SnapshotSession {
   member @0 :UInt32;
   session @1 :Data;  # an encoded Session message
+}
+
+# Forgets the history of every revision below `revision` on every member (watches and reads at
+# those revisions then answer "compacted"). Refused when `revision` is 0 or above the current
+# revision + 1; a revision already compacted changes nothing. Creates no revision.
+struct Compact {
+  revision @0 :UInt64;
+}
+
+# One change of one key, as the history keeps it.
+struct HistoryChange {
+  key @0 :Data;
+  deleted @1 :Bool;       # otherwise `record` is the key as written
+  record @2 :KeyRecord;
+  hasPrev @3 :Bool;       # the key existed before the change; `prev` is how it was
+  prev @4 :KeyRecord;
+}
+
+# history table: big-endian revision -> this. Every change of one revision, in the order the
+# command made them. Only revisions that changed keys have an entry.
+struct HistoryRevision {
+  revision @0 :UInt64;
+  changes @1 :List(HistoryChange);
+}
+
+# meta table, key "history": every change with a revision >= start is in the history table.
+struct HistoryStart {
+  start @0 :UInt64;
 }

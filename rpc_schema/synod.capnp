@@ -102,6 +102,7 @@ interface Synod {
   admin @1 () -> (admin :Admin);
   leases @2 () -> (leases :Leases);
   locks @3 () -> (locks :Locks);
+  watches @4 () -> (watches :Watches);
 }
 
 interface Kv {
@@ -319,4 +320,90 @@ interface Locks {
   # served by this member's replica. Ends when the Observation or the connection is dropped.
   observe @6 (name :Data, observer :LockObserver)
       -> (status :Status, header :Header, observation :Observation);
+}
+
+# ---------------------------------------------------------------------------------------------
+# Watches and history (ARCHITECTURE.md "Storage": the history table). Served by each member from
+# its own replica: no leader is involved, so watchers spread over the hosts.
+#
+# Every member keeps the changes of its last history_revisions revisions (and at most a bounded
+# number of bytes); `compact` forgets older ones on every member. Revisions below the oldest kept
+# one are "compacted": a watch from there gets a snapshot instead, a read at one is refused.
+
+struct WatchEvent {
+  kind @0 :Kind;
+  # put: the key as written (modRevision = the event's revision). delete: `key`, and modRevision =
+  # the revision of the delete; the other fields are 0.
+  kv @1 :KeyValue;
+  # The key before this event, when the watch asked for it (prevKv) and the key existed.
+  hasPrevKv @2 :Bool;
+  prevKv @3 :KeyValue;
+
+  enum Kind {
+    put @0;
+    delete @1;
+  }
+}
+
+struct WatchSnapshotPage {
+  kvs @0 :List(KeyValue);  # ascending key order, continuing the previous page
+  last @1 :Bool;           # the snapshot is complete: events from `revision` + 1 follow
+}
+
+# What a watcher is told, in order, one call at a time.
+struct WatchMessage {
+  # events, progress, the last snapshot page: every change of the watched range with a revision
+  # <= `revision` has now been delivered (resume from `revision` + 1). compacted and the other
+  # snapshot pages: the snapshot's revision. cancelled: the last revision through which
+  # everything was delivered (resume from `revision` + 1).
+  revision @0 :UInt64;
+  union {
+    # The changes of one or more whole revisions, ascending; all changes of one revision (one
+    # transaction, one lease's end) are always in the same message.
+    events @1 :List(WatchEvent);
+    # Nothing changed in the range since the last message, through `revision`.
+    progress @2 :Void;
+    # The revision asked for is no longer kept (the value is the oldest revision kept): the
+    # range's state at `revision` follows in snapshot pages, then events from `revision` + 1.
+    compacted @3 :UInt64;
+    snapshot @4 :WatchSnapshotPage;
+    # The watch ended and nothing follows; the text says why (too slow a watcher: its buffer
+    # filled; compacted while its snapshot was delivered; the member stops).
+    cancelled @5 :Text;
+  }
+}
+
+# Implemented by the app. The daemon sends the next message only after the previous call returned
+# (one outstanding call per watcher); an exception from it ends the watch.
+interface Watcher {
+  deliver @0 (message :WatchMessage) -> ();
+}
+
+# Dropping it (or the connection) ends the watch.
+interface Watch {
+  cancel @0 () -> ();
+}
+
+interface Watches {
+  # Watches `key` (prefix false) or every key starting with `key` (prefix true; an empty prefix
+  # watches everything) from `fromRevision` (0 = from the next change on). Changes since then
+  # that are still kept are delivered first. `oldestRevision` is the oldest revision kept;
+  # `startRevision` the first revision whose events will come (after a snapshot when compacted).
+  # unavailable when this member serves too many watches.
+  watch @0 (key :Data, prefix :Bool, fromRevision :UInt64, prevKv :Bool, watcher :Watcher)
+      -> (status :Status, header :Header, watch :Watch, oldestRevision :UInt64,
+          startRevision :UInt64, compacted :Bool);
+  # Forgets the history below `revision` on every member (a replicated command). invalidArgument
+  # when revision is 0 or ahead of the current revision + 1.
+  compact @1 (revision :UInt64, timeoutMs :UInt32)
+      -> (status :Status, header :Header, oldestRevision :UInt64);
+  # Reads at a past revision, from this member's history: the same answer on every member.
+  # `revision` 0 = the current one (a serializable read). notFound (get) when the key did not exist
+  # then; invalidArgument when the revision is compacted (below oldestRevision - 1) or ahead of the
+  # group's current revision. header.revision is the revision read at.
+  get @2 (key :Data, revision :UInt64, timeoutMs :UInt32)
+      -> (status :Status, header :Header, kv :KeyValue, oldestRevision :UInt64);
+  list @3 (prefix :Data, revision :UInt64, limit :UInt32, startAfter :Data, timeoutMs :UInt32)
+      -> (status :Status, header :Header, kvs :List(KeyValue), more :Bool,
+          oldestRevision :UInt64);
 }

@@ -33,6 +33,8 @@ constexpr std::string_view APPLIED_KEY = "applied";
 // Present while the member recovers from an empty data dir; holds the incarnation that found it
 // empty (an Incarnation record).
 constexpr std::string_view RECOVERING_KEY = "recovering";
+// A HistoryStart record: every change with a revision >= it is in the history table.
+constexpr std::string_view HISTORY_START_KEY = "history";
 
 std::string errnoText(int err) {
   return std::system_category().message(err);
@@ -356,6 +358,9 @@ StartState start(MDB_txn* txn, LmdbStore::Environment& e, const LmdbOptions& opt
   if (auto applied = getValue(txn, e.meta, "meta", APPLIED_KEY)) {
     std::tie(state.appliedSlot, state.revision) = decodeApplied(*applied, {"meta", APPLIED_KEY});
   }
+  if (auto history = getValue(txn, e.meta, "meta", HISTORY_START_KEY)) {
+    state.historyStart = decodeHistoryStart(*history, {"meta", HISTORY_START_KEY});
+  }
   if (state.fresh) {
     putValue(txn, e.meta, "meta", RECOVERING_KEY, encodeIncarnation(state.incarnation));
   }
@@ -442,6 +447,7 @@ void LmdbStore::commit(const WriteBatch& batch) {
       checkWrite(mdb_drop(txn, e.sessions, 0), "empty table sessions");
       checkWrite(mdb_drop(txn, e.leases, 0), "empty table leases");
       checkWrite(mdb_drop(txn, e.locks, 0), "empty table locks");
+      checkWrite(mdb_drop(txn, e.history, 0), "empty table history");
     }
     if (batch.applied) {
       putValue(txn, e.meta, "meta", APPLIED_KEY,
@@ -475,7 +481,45 @@ void LmdbStore::commit(const WriteBatch& batch) {
         deleteValue(txn, e.locks, "locks", name);
       }
     }
+    writeHistory(txn, e, batch);
   });
+}
+
+void LmdbStore::writeHistory(MDB_txn* txn, Environment& e, const WriteBatch& batch) {
+  const uint64_t start = batch.historyStart.value_or(0);
+  if (batch.historyStart) {
+    putValue(txn, e.meta, "meta", HISTORY_START_KEY, encodeHistoryStart(start));
+    // Big-endian revisions: byte order is revision order.
+    const std::string below = slotKey(start);
+    Cursor cursor(txn, e.history, "history");
+    MDB_val key{};
+    MDB_val value{};
+    int rc = mdb_cursor_get(cursor.get(), &key, &value, MDB_FIRST);
+    for (; rc == 0 && toView(key) < below;
+         rc = mdb_cursor_get(cursor.get(), &key, &value, MDB_NEXT)) {
+      checkWrite(mdb_cursor_del(cursor.get(), 0), "delete from table history");
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) throwLmdb("cursor on table history", rc);
+  }
+  for (const auto& revision : batch.history) {
+    if (revision->revision < start) continue;
+    putValue(txn, e.history, "history", slotKey(revision->revision),
+             encodeHistoryRevision(*revision));
+  }
+}
+
+void LmdbStore::forEachHistory(const std::function<void(election::RevisionChanges&&)>& fn) {
+  Transaction txn(environment_->env, MDB_RDONLY);
+  scan(txn.get(), environment_->history, "history", std::nullopt,
+       [&](std::string_view key, std::string_view value) {
+         RecordName name{"history", key, KeyFormat::SLOT};
+         if (key.size() != sizeof(uint64_t)) throwCorrupt(name, "key is not 8 bytes");
+         election::RevisionChanges revision = decodeHistoryRevision(value, name);
+         if (revision.revision != loadBigEndian(key)) {
+           throwCorrupt(name, "holds revision " + std::to_string(revision.revision));
+         }
+         fn(std::move(revision));
+       });
 }
 
 void LmdbStore::forEachKey(const std::function<void(std::string_view key, KeyRecord&&)>& fn) {

@@ -7,7 +7,8 @@
 //
 // Tables: meta (identity, incarnation, promise, applied), log (8-byte big-endian slot ->
 // LogRecord), kv (key -> KeyRecord), sessions (4-byte big-endian member index -> Session), and
-// leases, locks, history (reserved). Every value is framed by record.h (version + CRC32C + flat
+// leases, locks, history (8-byte big-endian revision -> HistoryRevision; meta "history" holds its
+// start). Every value is framed by record.h (version + CRC32C + flat
 // message); the session payload is the caller's encoded records::Session, stored as given.
 //
 // Environment flags: MDB_NOTLS only.
@@ -26,6 +27,8 @@
 #include <string>
 
 #include "storage/store.h"
+
+struct MDB_txn;
 
 namespace synod::storage {
 
@@ -72,6 +75,7 @@ class LmdbStore final : public Store {
   void forEachLock(
       const std::function<void(std::string_view name, std::string_view encoded)>& fn) override;
   void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) override;
+  void forEachHistory(const std::function<void(election::RevisionChanges&&)>& fn) override;
   // Pages in use: (last used page + 1 - pages on LMDB's free list) * page size. Deleting keys and
   // compacting the log lower it, though the file itself never shrinks (freed pages are reused
   // before it grows again).
@@ -93,6 +97,8 @@ class LmdbStore final : public Store {
 
  private:
   LmdbStore(LmdbOptions options, std::unique_ptr<Environment> environment);
+  // The history part of a commit, inside its write transaction.
+  static void writeHistory(MDB_txn* txn, Environment& e, const WriteBatch& batch);
 
   LmdbOptions options_;
   std::unique_ptr<Environment> environment_;

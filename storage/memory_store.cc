@@ -17,6 +17,7 @@ const StartState& MemoryStore::restart() {
   startState_.appliedSlot = appliedSlot_;
   startState_.revision = revision_;
   startState_.recovering = recovering_;
+  startState_.historyStart = historyStart_;
   return startState_;
 }
 
@@ -57,10 +58,13 @@ void MemoryStore::commit(const WriteBatch& batch) {
       usedBytes_ -= RECORD_OVERHEAD_BYTES + encoded.size();
     for (const auto& [name, encoded] : locks_)
       usedBytes_ -= RECORD_OVERHEAD_BYTES + name.size() + encoded.size();
+    for (const auto& [revision, changes] : history_)
+      usedBytes_ -= changes.bytes();
     keys_.clear();
     sessions_.clear();
     leases_.clear();
     locks_.clear();
+    history_.clear();
   }
   if (batch.applied) std::tie(appliedSlot_, revision_) = *batch.applied;
   for (const auto& [key, record] : batch.keys) {
@@ -107,6 +111,32 @@ void MemoryStore::commit(const WriteBatch& batch) {
       usedBytes_ += RECORD_OVERHEAD_BYTES + name.size() + encoded->size();
     }
   }
+  commitHistory(batch);
+}
+
+void MemoryStore::commitHistory(const WriteBatch& batch) {
+  if (batch.historyStart) {
+    historyStart_ = *batch.historyStart;
+    auto end = history_.lower_bound(historyStart_);
+    for (auto it = history_.begin(); it != end; ++it)
+      usedBytes_ -= it->second.bytes();
+    history_.erase(history_.begin(), end);
+  }
+  for (const auto& revision : batch.history) {
+    if (batch.historyStart && revision->revision < *batch.historyStart) continue;
+    auto it = history_.find(revision->revision);
+    if (it != history_.end()) {
+      usedBytes_ -= it->second.bytes();
+      history_.erase(it);
+    }
+    usedBytes_ += revision->bytes();
+    history_.emplace(revision->revision, *revision);
+  }
+}
+
+void MemoryStore::forEachHistory(const std::function<void(election::RevisionChanges&&)>& fn) {
+  for (const auto& [revision, changes] : history_)
+    fn(election::RevisionChanges(changes));
 }
 
 void MemoryStore::forEachKey(const std::function<void(std::string_view key, KeyRecord&&)>& fn) {

@@ -38,6 +38,7 @@ class MemoryStore final : public Store {
   void forEachLock(
       const std::function<void(std::string_view name, std::string_view encoded)>& fn) override;
   void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) override;
+  void forEachHistory(const std::function<void(election::RevisionChanges&&)>& fn) override;
   // A deterministic estimate: payload bytes plus a fixed overhead per record.
   uint64_t usedBytes() const override { return usedBytes_; }
 
@@ -51,10 +52,13 @@ class MemoryStore final : public Store {
   const std::map<MemberIndex, std::string>& sessions() const { return sessions_; }
   const std::map<uint64_t, std::string>& leases() const { return leases_; }
   const std::map<std::string, std::string, std::less<>>& locks() const { return locks_; }
+  const std::map<uint64_t, election::RevisionChanges>& history() const { return history_; }
+  uint64_t historyStart() const { return historyStart_; }
 
  private:
   static constexpr uint64_t RECORD_OVERHEAD_BYTES = 64;
   static uint64_t sizeOf(const LogEntry& entry);
+  void commitHistory(const WriteBatch& batch);
 
   StartState startState_;
   uint64_t incarnation_ = 1;
@@ -67,6 +71,8 @@ class MemoryStore final : public Store {
   std::map<MemberIndex, std::string> sessions_;
   std::map<uint64_t, std::string> leases_;
   std::map<std::string, std::string, std::less<>> locks_;
+  std::map<uint64_t, election::RevisionChanges> history_;
+  uint64_t historyStart_ = 0;  // 0: none stored
   uint64_t usedBytes_ = 0;
 };
 

@@ -258,4 +258,72 @@ uint64_t decodeIncarnation(std::string_view stored, const RecordName& name) {
           [](records::Incarnation::Reader root) { return root.getValue(); });
 }
 
+namespace {
+
+void setKeyRecord(records::KeyRecord::Builder out, const KeyRecord& record) {
+  out.setValue(asData(record.value));
+  out.setCreateRevision(record.createRevision);
+  out.setModRevision(record.modRevision);
+  out.setVersion(record.version);
+  out.setLease(record.lease);
+}
+
+KeyRecord readKeyRecord(records::KeyRecord::Reader in) {
+  KeyRecord record;
+  record.value = std::string(view(in.getValue()));
+  record.createRevision = in.getCreateRevision();
+  record.modRevision = in.getModRevision();
+  record.version = in.getVersion();
+  record.lease = in.getLease();
+  return record;
+}
+
+}  // namespace
+
+std::string encodeHistoryRevision(const election::RevisionChanges& revision) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<records::HistoryRevision>();
+  root.setRevision(revision.revision);
+  auto changes = root.initChanges(static_cast<unsigned>(revision.changes.size()));
+  for (size_t i = 0; i < revision.changes.size(); ++i) {
+    const election::KeyChange& change = revision.changes[i];
+    auto out = changes[static_cast<unsigned>(i)];
+    out.setKey(asData(change.key));
+    out.setDeleted(!change.record);
+    if (change.record) setKeyRecord(out.initRecord(), *change.record);
+    out.setHasPrev(change.prev.has_value());
+    if (change.prev) setKeyRecord(out.initPrev(), *change.prev);
+  }
+  return encodeRecord(message);
+}
+
+election::RevisionChanges decodeHistoryRevision(std::string_view stored, const RecordName& name) {
+  return RecordReader(stored, name)
+      .read<records::HistoryRevision>([&](records::HistoryRevision::Reader root) {
+        election::RevisionChanges revision;
+        revision.revision = root.getRevision();
+        for (auto in : root.getChanges()) {
+          election::KeyChange change;
+          change.key = std::string(view(in.getKey()));
+          if (change.key.empty()) throwCorrupt(name, "a change of an empty key");
+          if (!in.getDeleted()) change.record = readKeyRecord(in.getRecord());
+          if (in.getHasPrev()) change.prev = readKeyRecord(in.getPrev());
+          revision.changes.push_back(std::move(change));
+        }
+        return revision;
+      });
+}
+
+std::string encodeHistoryStart(uint64_t start) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<records::HistoryStart>().setStart(start);
+  return encodeRecord(message);
+}
+
+uint64_t decodeHistoryStart(std::string_view stored, const RecordName& name) {
+  return RecordReader(stored, name)
+      .read<records::HistoryStart>(
+          [](records::HistoryStart::Reader root) { return root.getStart(); });
+}
+
 }  // namespace synod::storage

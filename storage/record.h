@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "election/history.h"
 #include "election/types.h"
 #include "rpc_schema/records.capnp.h"
 #include "storage/store.h"
@@ -114,5 +115,11 @@ std::pair<Slot, uint64_t> decodeApplied(std::string_view stored, const RecordNam
 
 std::string encodeIncarnation(uint64_t incarnation);
 uint64_t decodeIncarnation(std::string_view stored, const RecordName& name);
+
+// history table: the revision is the key as well (KeyFormat::SLOT, big-endian).
+std::string encodeHistoryRevision(const election::RevisionChanges& revision);
+election::RevisionChanges decodeHistoryRevision(std::string_view stored, const RecordName& name);
+std::string encodeHistoryStart(uint64_t start);
+uint64_t decodeHistoryStart(std::string_view stored, const RecordName& name);
 
 }  // namespace synod::storage

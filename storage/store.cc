@@ -22,6 +22,20 @@ std::optional<std::string> checkBatch(const WriteBatch& batch) {
     }
   }
   if (batch.leases.count(0) != 0) return std::string("lease id 0");
+  uint64_t lastRevision = 0;
+  for (const auto& revision : batch.history) {
+    if (!revision || revision->revision <= lastRevision) {
+      return std::string("history revisions missing, 0 or not ascending");
+    }
+    lastRevision = revision->revision;
+    for (const auto& change : revision->changes) {
+      if (change.key.empty() || change.key.size() > MAX_KEY_BYTES) {
+        return "history revision " + std::to_string(lastRevision) +
+               " changes an empty or too long key";
+      }
+    }
+  }
+  if (batch.historyStart && *batch.historyStart == 0) return std::string("history start 0");
   for (const LogEntry& entry : batch.accepted) {
     if (entry.slot == 0) return std::string("log entry for slot 0 (slots start at 1)");
   }

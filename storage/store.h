@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "election/history.h"
 #include "election/types.h"
 
 namespace synod::storage {
@@ -36,9 +37,13 @@ struct WriteBatch {
   // nullopt = delete. Lease ids are never 0; lock names obey the key limits.
   std::map<uint64_t, std::optional<std::string>> leases;
   std::map<std::string, std::optional<std::string>> locks;
-  // Installing a snapshot: every stored key, session, lease and lock is deleted before `keys`,
-  // `sessions`, `leases` and `locks` are written (together with `applied` and `dropLogThrough`, in
-  // the same transaction).
+  // History (election/history.h): revisions to add, ascending, and the history's new start. Every
+  // stored revision below historyStart is deleted, and so is any of `history` below it.
+  std::vector<election::RevisionPtr> history;
+  std::optional<uint64_t> historyStart;
+  // Installing a snapshot: every stored key, session, lease, lock and history revision is deleted
+  // before `keys`, `sessions`, `leases`, `locks` and `history` are written (together with
+  // `applied` and `dropLogThrough`, in the same transaction).
   bool replaceState = false;
   // The member finished recovering from an empty data dir: clears StartState::recovering for
   // later starts.
@@ -46,7 +51,8 @@ struct WriteBatch {
 
   bool empty() const {
     return !promised && accepted.empty() && !dropLogThrough && !applied && keys.empty() &&
-           sessions.empty() && leases.empty() && locks.empty() && !replaceState && !recovered;
+           sessions.empty() && leases.empty() && locks.empty() && history.empty() &&
+           !historyStart && !replaceState && !recovered;
   }
   void putKey(std::string key, KeyRecord record) { keys[std::move(key)] = std::move(record); }
   void deleteKey(std::string key) { keys[std::move(key)] = std::nullopt; }
@@ -78,6 +84,9 @@ struct StartState {
   Ballot promised;
   Slot appliedSlot = 0;
   uint64_t revision = 0;  // config map revision at appliedSlot
+  // The stored history's start (WriteBatch::historyStart); 0 when none was stored: the history
+  // then starts at revision + 1.
+  uint64_t historyStart = 0;
 };
 
 // Expected refusals at open (wrong data dir, already locked, unreadable): the daemon prints the
@@ -124,6 +133,8 @@ class Store {
   // Every stored lock by name in byte order (encoded records::Lock).
   virtual void forEachLock(
       const std::function<void(std::string_view name, std::string_view encoded)>& fn) = 0;
+  // Every stored history revision, ascending.
+  virtual void forEachHistory(const std::function<void(election::RevisionChanges&&)>& fn) = 0;
   // Log entries with slot >= from, ascending.
   virtual void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) = 0;
 

@@ -446,6 +446,9 @@ class RecordingStore final : public storage::Store {
   void forEachLogEntry(Slot from, const std::function<void(LogEntry&&)>& fn) override {
     disk.forEachLogEntry(from, fn);
   }
+  void forEachHistory(const std::function<void(election::RevisionChanges&&)>& fn) override {
+    disk.forEachHistory(fn);
+  }
   uint64_t usedBytes() const override { return disk.usedBytes(); }
 };
 

@@ -276,6 +276,75 @@ TEST_CASE_TEMPLATE("Store: a state machine's leases and locks are restored at st
   CHECK(again.stateDigest() == h.sm.stateDigest());
 }
 
+std::vector<election::RevisionChanges> allHistory(Store& store) {
+  std::vector<election::RevisionChanges> out;
+  store.forEachHistory([&](election::RevisionChanges&& r) { out.push_back(std::move(r)); });
+  return out;
+}
+
+void persistWithHistory(election::StateMachine& sm, Store& store) {
+  election::StateChanges changes = sm.takeChanges();
+  WriteBatch batch;
+  batch.keys = std::move(changes.keys);
+  batch.sessions = std::move(changes.sessions);
+  batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
+  batch.history = std::move(changes.history);
+  batch.historyStart = changes.historyStart;
+  store.commit(batch);
+}
+
+TEST_CASE_TEMPLATE("Store: history revisions and their start survive a restart", H, LmdbHarness,
+                   MemoryHarness) {
+  H harness;
+  CHECK(harness.get().startState().historyStart == 0);
+  election::testing::LeaseHarness h;
+  h.sm.setHistoryLimits({5, 1 << 30});
+  h.ok(h.c.put(BINARY_KEY, BINARY_VALUE));
+  h.ok(h.c.put("a", "1"));
+  persistWithHistory(h.sm, harness.get());
+  h.ok(h.c.put("a", "2"));
+  h.ok(h.c.fencedPut({}, "b", "x"));
+  persistWithHistory(h.sm, harness.get());
+  harness.reopen();
+  CHECK(harness.get().startState().historyStart == 1);
+  auto stored = allHistory(harness.get());
+  REQUIRE(stored.size() == 4);
+  for (size_t i = 0; i < stored.size(); ++i)
+    CHECK(stored[i] == *h.sm.history().revisions()[i]);
+  CHECK(stored[0].changes[0].key == BINARY_KEY);
+  CHECK(stored[2].changes[0].prev->value == "1");
+
+  // Retention moves the start: older revisions leave the store in the same batch.
+  for (int i = 0; i < 4; ++i)
+    h.ok(h.c.put("c", std::to_string(i)));  // revisions 5..8: keeps 4..8
+  persistWithHistory(h.sm, harness.get());
+  harness.reopen();
+  CHECK(harness.get().startState().historyStart == 4);
+  stored = allHistory(harness.get());
+  REQUIRE(stored.size() == 5);
+  CHECK(stored.front().revision == 4);
+
+  election::StateMachine twin = restore(harness.get());
+  twin.restoreHistory(harness.get().startState().historyStart, allHistory(harness.get()));
+  CHECK(twin.history().start() == 4);
+  CHECK(twin.getAt("a", 3)->value == "2");
+  CHECK(twin.getAt("c", 5)->value == "0");
+
+  // A snapshot install replaces the history with nothing, starting after its revision.
+  WriteBatch install;
+  install.replaceState = true;
+  install.applied = std::make_pair(Slot{100}, uint64_t{50});
+  install.historyStart = 51;
+  harness.get().commit(install);
+  harness.reopen();
+  CHECK(allHistory(harness.get()).empty());
+  CHECK(harness.get().startState().historyStart == 51);
+
+  WriteBatch bad;
+  bad.historyStart = 0;
+  CHECK_THROWS_AS(harness.get().commit(bad), InvalidBatchError);
+}
+
 TEST_CASE_TEMPLATE("Store: the incarnation grows with every start and is never reused", H,
                    LmdbHarness, MemoryHarness) {
   H harness;
