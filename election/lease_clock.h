@@ -111,13 +111,20 @@ class LeaseExpirer {
   struct Clock {
     uint64_t epoch = 0;
     uint64_t ttlMs = 0;
-    Nanos deadline = 0;  // own clock: expire at or after this
-    Nanos measuredAt =
-        0;  // when the remainder in the log was last true (renewal apply, checkpoint)
+    // Counted from `base` (own clock), when at most `remainingMs` of real time was left: the
+    // apply of the grant or renewal, of a checkpoint that ended earlier, or the restore.
+    Nanos base = 0;
+    uint64_t remainingMs = 0;
+    Nanos deadline = 0;  // base + remainingMs (1 + d): expire at or after this
+    // When the remainder in the log was last known fresh on this clock (the renewal's apply, a
+    // checkpoint this member proposed). Unknown (-1) for remainders it did not see measured.
+    Nanos measuredAt = -1;
     Nanos expireProposedAt = -1;
     Nanos checkpointProposedAt = -1;
   };
-  void start(const Lease& lease, uint64_t remainingMs, Nanos now);
+  void start(const Lease& lease, uint64_t remainingMs, Nanos now, bool fresh);
+  // At most how much real time is left of the lease at `now`, in ms.
+  uint64_t realRemainingMs(const Clock& clock, Nanos now) const;
   void erase(uint64_t id);
   Nanos scaled(uint64_t ms) const;
 
