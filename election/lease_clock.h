@@ -17,13 +17,25 @@
 // recorded in the state. A lease expires when TTL(1 + d) (or remainder (1 + d)) has passed on the
 // member's clock, which is at least TTL in real time. The expiry names the renewal epoch it was
 // counted from: a renewal that won the race makes it a no-op (StateMachine). The leader also
-// checkpoints remainders into the log, so that a member that restarts does not count a long-idle
-// lease's full TTL again; an applied checkpoint ending earlier than a member's own clock wins.
+// checkpoints remainders into the log, at its takeover and every half interval, so that a member
+// that restarts or catches up does not count a long-idle lease's full TTL again; an applied
+// checkpoint ending earlier than a member's own clock wins. A checkpoint records the real time
+// at most left (remainder at the clock's base less the time passed at the slow end of the
+// bound), so counting it again on another member never adds the margin twice.
 //
-// The resulting bound, for a lease whose last committed renewal was sent at real time s (see
-// README "Leases"): it ends no earlier than s + TTL, and, while some leader holds a valid leader
-// lease, no later than s + TTL(1+d)/(1-d) + checkpoint interval + the time the group had no leader
-// (+ one tick and the commit of the expiry).
+// The resulting bound, for a lease whose last committed renewal was sent at real time s and first
+// applied at s + C (see README "Leases"): it ends no earlier than s + TTL, and no later than
+// s + C + TTL(1+d)/(1-d) + checkpoint interval + N + slack, N being the time the group had no
+// leader holding a valid leader lease and slack two ticks, the retry interval and the expiry's
+// commit. The argument: a valid leader counts from its own apply, or from a remainder the log
+// held when it restarted, caught up or took over, and that remainder is at most a checkpoint
+// interval (plus N) old. A member that counts a recorded remainder from its restart overestimates
+// it by the record's age; if it then leads and checkpoints, that age is written into the log and
+// can add up over several restart-then-lead cycles within one lease's life. Unconditionally, every
+// clock ends within TTL(1+d) of its count's start, so a lease ends no later than
+// X + TTL(1+d)/(1-d) + N + slack, X being the latest time a member started counting its current
+// epoch (its apply of the renewal, its restart with the lease in its store, a snapshot, a
+// takeover without a clock for it).
 #pragma once
 
 #include <cstdint>
