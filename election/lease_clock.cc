@@ -24,13 +24,29 @@ Nanos LeaseExpirer::scaled(uint64_t ms) const {
   return static_cast<Nanos>(std::ceil(static_cast<double>(msToNanos(ms)) * margin));
 }
 
-void LeaseExpirer::start(const Lease& lease, uint64_t remainingMs, Nanos now) {
+uint64_t LeaseExpirer::realRemainingMs(const Clock& clock, Nanos now) const {
+  // At most remainingMs was left at `base`, and at least (now - base) / (1 + d) of real time has
+  // passed since. (Not the deadline's distance / (1 - d): that would stack the margin on top of
+  // the one the deadline already has, and each checkpoint counted again by another member would
+  // grow the lease by (1 + d) / (1 - d).)
+  const double margin =
+      breaker_ == LeaseRuleBreaker::NO_DRIFT_MARGIN ? 1.0 : 1.0 + options_.maxClockDrift;
+  const double passedMs =
+      static_cast<double>(std::max<Nanos>(0, now - clock.base)) / margin / NANOS_PER_MS;
+  const double left = static_cast<double>(clock.remainingMs) - passedMs;
+  if (left <= 0) return 0;
+  return std::min<uint64_t>(clock.ttlMs, static_cast<uint64_t>(std::ceil(left)));
+}
+
+void LeaseExpirer::start(const Lease& lease, uint64_t remainingMs, Nanos now, bool fresh) {
   erase(lease.id);
   Clock clock;
   clock.epoch = lease.epoch;
   clock.ttlMs = lease.ttlMs;
-  clock.deadline = now + scaled(std::min(remainingMs, lease.ttlMs));
-  clock.measuredAt = now;
+  clock.base = now;
+  clock.remainingMs = std::min(remainingMs, lease.ttlMs);
+  clock.deadline = now + scaled(clock.remainingMs);
+  clock.measuredAt = fresh ? now : -1;
   clocks_.emplace(lease.id, clock);
   byDeadline_.emplace(clock.deadline, lease.id);
 }
@@ -55,22 +71,30 @@ void LeaseExpirer::onApplied(const LeaseTable& table, const std::vector<uint64_t
     }
     auto it = clocks_.find(id);
     if (it == clocks_.end()) {
-      start(*lease, lease->remainingMs, now);  // granted, or restored from a snapshot
+      // Granted (the full TTL, true from the grant's send), or restored from a snapshot (a
+      // remainder measured at some unknown earlier time: the log's copy may be stale).
+      start(*lease, lease->remainingMs, now, lease->remainingMs == lease->ttlMs);
       continue;
     }
     if (it->second.epoch == lease->epoch) {
       // A checkpoint at the epoch this member counts. Its own clock and the recorded remainder
-      // counted from now both end at or after the lease's real end: keep the earlier. The
-      // remainder in the log is fresh again.
+      // counted from now both end at or after the lease's real end: keep the earlier.
       Clock& clock = it->second;
-      const Nanos fromCheckpoint = now + scaled(std::min(lease->remainingMs, lease->ttlMs));
+      const uint64_t recorded = std::min(lease->remainingMs, lease->ttlMs);
+      const Nanos fromCheckpoint = now + scaled(recorded);
       if (fromCheckpoint < clock.deadline) {
         byDeadline_.erase({clock.deadline, id});
+        clock.base = now;
+        clock.remainingMs = recorded;
         clock.deadline = fromCheckpoint;
         byDeadline_.emplace(clock.deadline, id);
       }
-      clock.measuredAt = std::max(
-          clock.measuredAt, clock.checkpointProposedAt >= 0 ? clock.checkpointProposedAt : now);
+      // The remainder in the log is fresh as of this member's own proposal. A checkpoint
+      // someone else proposed was measured at a time this member does not know (its apply may
+      // be late): it does not make the log's copy look fresh here.
+      if (clock.checkpointProposedAt >= 0) {
+        clock.measuredAt = std::max(clock.measuredAt, clock.checkpointProposedAt);
+      }
       clock.checkpointProposedAt = -1;
       continue;
     }
@@ -78,7 +102,7 @@ void LeaseExpirer::onApplied(const LeaseTable& table, const std::vector<uint64_t
       it->second.epoch = lease->epoch;
       continue;
     }
-    start(*lease, lease->remainingMs, now);  // renewed: a full TTL from now
+    start(*lease, lease->remainingMs, now, true);  // renewed: a full TTL from now
   }
 }
 
@@ -90,7 +114,7 @@ LeaseExpirer::Due LeaseExpirer::tick(const LeaseTable& table, bool leading, Ball
     // remainders from its first tick, which is after they were recorded.
     seeded_ = true;
     table.forEachLease([&](const Lease& lease) {
-      if (clocks_.count(lease.id) == 0) start(lease, lease.remainingMs, now);
+      if (clocks_.count(lease.id) == 0) start(lease, lease.remainingMs, now, false);
     });
   }
   if (!leading) {
@@ -108,16 +132,21 @@ LeaseExpirer::Due LeaseExpirer::tick(const LeaseTable& table, bool leading, Ball
   }
   if (!counting_ || !ballot_ || *ballot_ != ballot) {
     // Takeover: the clocks this member kept from its own applies go on; a lease it has no clock
-    // for at this epoch counts its recorded remainder from now.
+    // for at this epoch counts its recorded remainder from now. How fresh the log's remainders
+    // are is unknown here (the previous leader's last checkpoints, a restore, late applies): the
+    // new leader checkpoints every lease at once, so that a member restarting or catching up
+    // next counts a remainder measured now, even when leaders change faster than the interval.
     table.forEachLease([&](const Lease& lease) {
       auto it = clocks_.find(lease.id);
       if (it == clocks_.end() || it->second.epoch != lease.epoch) {
-        start(lease, lease.remainingMs, now);
+        start(lease, lease.remainingMs, now, false);
       }
     });
+    for (auto& [id, clock] : clocks_)
+      clock.measuredAt = -1;
     counting_ = true;
     ballot_ = ballot;
-    nextCheckpointAt_ = now + options_.checkpointIntervalNs / 2;
+    nextCheckpointAt_ = now;
   }
   std::vector<uint64_t> gone;
   for (auto it = byDeadline_.begin(); it != byDeadline_.end() && it->first <= now; ++it) {
@@ -140,19 +169,14 @@ LeaseExpirer::Due LeaseExpirer::tick(const LeaseTable& table, bool leading, Ball
     bool complete = true;
     for (auto& [id, clock] : clocks_) {
       if (clock.deadline <= now) continue;  // expiring
-      if (now - clock.measuredAt < stale) continue;
+      if (clock.measuredAt >= 0 && now - clock.measuredAt < stale) continue;
       if (clock.checkpointProposedAt >= 0 && now - clock.checkpointProposedAt < options_.retryNs)
         continue;
       if (due.checkpoint.size() >= options_.maxEntriesPerCommand) {
         complete = false;
         break;
       }
-      // The deadline is `left` away on this clock, at most left / (1 - d) in real time; the
-      // holder's real deadline is no later (and never more than a TTL away).
-      const Nanos left = clock.deadline - now;
-      const double real = static_cast<double>(left) / (1.0 - options_.maxClockDrift);
-      uint64_t remainingMs =
-          std::min<uint64_t>(clock.ttlMs, static_cast<uint64_t>(std::ceil(real / NANOS_PER_MS)));
+      uint64_t remainingMs = realRemainingMs(clock, now);
       if (breaker_ == LeaseRuleBreaker::CHECKPOINT_SHORT) remainingMs /= 2;
       clock.checkpointProposedAt = now;
       due.checkpoint.push_back({id, clock.epoch, remainingMs});

@@ -17,13 +17,25 @@
 // recorded in the state. A lease expires when TTL(1 + d) (or remainder (1 + d)) has passed on the
 // member's clock, which is at least TTL in real time. The expiry names the renewal epoch it was
 // counted from: a renewal that won the race makes it a no-op (StateMachine). The leader also
-// checkpoints remainders into the log, so that a member that restarts does not count a long-idle
-// lease's full TTL again; an applied checkpoint ending earlier than a member's own clock wins.
+// checkpoints remainders into the log, at its takeover and every half interval, so that a member
+// that restarts or catches up does not count a long-idle lease's full TTL again; an applied
+// checkpoint ending earlier than a member's own clock wins. A checkpoint records the real time
+// at most left (remainder at the clock's base less the time passed at the slow end of the
+// bound), so counting it again on another member never adds the margin twice.
 //
-// The resulting bound, for a lease whose last committed renewal was sent at real time s (see
-// README "Leases"): it ends no earlier than s + TTL, and, while some leader holds a valid leader
-// lease, no later than s + TTL(1+d)/(1-d) + checkpoint interval + the time the group had no leader
-// (+ one tick and the commit of the expiry).
+// The resulting bound, for a lease whose last committed renewal was sent at real time s and first
+// applied at s + C (see README "Leases"): it ends no earlier than s + TTL, and no later than
+// s + C + TTL(1+d)/(1-d) + checkpoint interval + N + slack, N being the time the group had no
+// leader holding a valid leader lease and slack two ticks, the retry interval and the expiry's
+// commit. The argument: a valid leader counts from its own apply, or from a remainder the log
+// held when it restarted, caught up or took over, and that remainder is at most a checkpoint
+// interval (plus N) old. A member that counts a recorded remainder from its restart overestimates
+// it by the record's age; if it then leads and checkpoints, that age is written into the log and
+// can add up over several restart-then-lead cycles within one lease's life. Unconditionally, every
+// clock ends within TTL(1+d) of its count's start, so a lease ends no later than
+// X + TTL(1+d)/(1-d) + N + slack, X being the latest time a member started counting its current
+// epoch (its apply of the renewal, its restart with the lease in its store, a snapshot, a
+// takeover without a clock for it).
 #pragma once
 
 #include <cstdint>
@@ -111,13 +123,20 @@ class LeaseExpirer {
   struct Clock {
     uint64_t epoch = 0;
     uint64_t ttlMs = 0;
-    Nanos deadline = 0;  // own clock: expire at or after this
-    Nanos measuredAt =
-        0;  // when the remainder in the log was last true (renewal apply, checkpoint)
+    // Counted from `base` (own clock), when at most `remainingMs` of real time was left: the
+    // apply of the grant or renewal, of a checkpoint that ended earlier, or the restore.
+    Nanos base = 0;
+    uint64_t remainingMs = 0;
+    Nanos deadline = 0;  // base + remainingMs (1 + d): expire at or after this
+    // When the remainder in the log was last known fresh on this clock (the renewal's apply, a
+    // checkpoint this member proposed). Unknown (-1) for remainders it did not see measured.
+    Nanos measuredAt = -1;
     Nanos expireProposedAt = -1;
     Nanos checkpointProposedAt = -1;
   };
-  void start(const Lease& lease, uint64_t remainingMs, Nanos now);
+  void start(const Lease& lease, uint64_t remainingMs, Nanos now, bool fresh);
+  // At most how much real time is left of the lease at `now`, in ms.
+  uint64_t realRemainingMs(const Clock& clock, Nanos now) const;
   void erase(uint64_t id);
   Nanos scaled(uint64_t ms) const;
 

@@ -70,8 +70,11 @@ TEST_CASE("nothing is proposed without the leader lease; a follower's clock goes
   apply(h, e, h.c.grant(L1, 1000), 0);  // applied while following: counted from its apply
   CHECK(*e.deadline(L1) == 1000 * MS);
   CHECK(e.tick(h.sm.leases(), false, B1, 500 * MS).empty());
-  // Takeover at 600 ms: the clock started at the apply goes on.
-  CHECK(e.tick(h.sm.leases(), true, B1, 600 * MS).empty());
+  // Takeover at 600 ms: the clock started at the apply goes on (and the remainder it counts is
+  // checkpointed at once: how fresh the log's copy is is unknown to a new leader).
+  auto takeover = e.tick(h.sm.leases(), true, B1, 600 * MS);
+  CHECK(takeover.expire.empty());
+  CHECK(takeover.checkpoint == std::vector<LeaseCheckpointEntry>{{L1, 1, 400}});
   CHECK(*e.deadline(L1) == 1000 * MS);
   // The leader lease lapses under the same ballot: the clock keeps counting, nothing proposed.
   CHECK(e.tick(h.sm.leases(), false, B1, 1000 * MS).empty());
@@ -144,21 +147,52 @@ TEST_CASE("a member without a clock for a lease counts its checkpointed remainde
   // remainder from then.
   LeaseExpirer next(opts());
   next.onApplied(h.sm.leases(), h.sm.takeTouchedLeases(), 2500 * MS);
-  CHECK(next.tick(h.sm.leases(), true, B2, 3000 * MS).empty());
+  due = next.tick(h.sm.leases(), true, B2, 3000 * MS);
+  CHECK(due.expire.empty());
+  CHECK(due.checkpoint == std::vector<LeaseCheckpointEntry>{{L1, 1, 7500}});
   CHECK(*next.deadline(L1) == 10500 * MS);
 }
 
-TEST_CASE("checkpoint remainders are counted in real time: left / (1 - d), at most the TTL") {
+TEST_CASE("checkpoint remainders are counted in real time: TTL - passed / (1 + d)") {
   LeaseHarness h;
   LeaseExpirer e(opts(0.2));
   e.tick(h.sm.leases(), true, B1, 0);
   apply(h, e, h.c.grant(L1, 10000), 0);  // deadline 12 s on this clock
+  // 4 s on this clock are at least 4 / 1.2 s of real time: at most 6.667 s are left.
   auto due = e.tick(h.sm.leases(), true, B1, 4000 * MS);
   REQUIRE(due.checkpoint.size() == 1);
-  CHECK(due.checkpoint[0].remainingMs == 10000);  // 8 s / 0.8 = 10 s, capped at the TTL
+  CHECK(due.checkpoint[0].remainingMs == 6667);
   due = e.tick(h.sm.leases(), true, B1, 8000 * MS);
   REQUIRE(due.checkpoint.size() == 1);
-  CHECK(due.checkpoint[0].remainingMs == 5000);  // 4 s / 0.8
+  CHECK(due.checkpoint[0].remainingMs == 3334);
+}
+
+TEST_CASE("checkpoints counted again by other members do not stretch a lease by the margin") {
+  // A lease handed on by checkpoints: each member applies the previous one's checkpoint and
+  // counts it with the (1 + d) margin; the next one checkpoints what it counts. With every clock
+  // at the fast end of the drift bound (the worst for the margin), the lease must still end
+  // within TTL (1 + d) of local time after the grant: each hop may only lose time, never add
+  // the margin again.
+  LeaseHarness h;
+  const double d = 0.2;
+  LeaseExpirer first(opts(d));
+  first.tick(h.sm.leases(), true, B1, 0);
+  apply(h, first, h.c.grant(L1, 10000), 0);
+  Nanos now = 0;
+  LeaseExpirer* counter = &first;
+  std::vector<LeaseExpirer> hops(5, LeaseExpirer(opts(d)));
+  uint64_t ballot = 2;
+  for (LeaseExpirer& next : hops) {
+    now += 1000 * MS;
+    auto due = counter->tick(h.sm.leases(), true, Ballot{ballot++, 0}, now);
+    REQUIRE(due.checkpoint.size() == 1);
+    h.ok(h.c.checkpoint({{L1, 1, due.checkpoint[0].remainingMs}}));
+    next.onApplied(h.sm.leases(), h.sm.takeTouchedLeases(), now);
+    next.tick(h.sm.leases(), false, B1, now);  // or restored: counts the record from now
+    counter = &next;
+  }
+  REQUIRE(counter->deadline(L1));
+  CHECK(*counter->deadline(L1) <= 12000 * MS + 10 * MS);  // a ms of rounding per hop
 }
 
 TEST_CASE(

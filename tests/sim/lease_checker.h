@@ -13,7 +13,11 @@
 //                          (members count from their applies), and slack a constant for ticks and
 //                          the expiry's own commit (the simulator's: see chooseParams).
 //                          Checked at the expiry, and for a lease nobody keeps alive any more also
-//                          while it lives (a lease that never ends is caught too).
+//                          while it lives (a lease that never ends is caught too). This is the
+//                          bound the checkpoints give while members do not restart and lead
+//                          repeatedly within one lease's life (election/lease_clock.h states the
+//                          unconditional one); the simulator checks this tighter one, so that
+//                          stale checkpoints show up as violations.
 #pragma once
 
 #include <cstdint>
