@@ -278,8 +278,14 @@ class Node : private kj::TaskSet::ErrorHandler {
   election::HistoryLimits historyLimits() const;
   void submit(uint64_t sequence, Nanos now);
   void startRead(election::ReadId id, Nanos now);
+  // Ticks at nextTickAt(): at the core's cadence while anything is in progress, else only when
+  // the core or a report is due (an idle follower wakes about once a second).
   kj::Promise<void> tickLoop();
   void onTick();
+  Nanos nextTickAt(Nanos now) const;
+  // After an input that may need a tick sooner than the one scheduled: moves it earlier.
+  void rearmTick();
+  void armTick(Nanos at);
   // Group commit, in two steps: takeReady() sends, applies and answers; persist() commits and
   // advances the core.
   void scheduleFlush();
@@ -357,6 +363,8 @@ class Node : private kj::TaskSet::ErrorHandler {
   NodeCounters counters_;
   std::unique_ptr<AppLeases> appLeases_;
   kj::Promise<void> ticking_ = nullptr;
+  Nanos tickAt_ = 0;     // when ticking_ fires
+  bool inTick_ = false;  // onTick runs: it schedules the next tick itself
   // Declared after state_: destroyed before the state it reads.
   std::unique_ptr<WatchHub> watchHub_;
   kj::TaskSet tasks_;
