@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -571,9 +572,51 @@ void Node::applyEntries(const std::vector<LogEntry>& entries) {
   if (!entries.empty()) watchHub_->changed();
 }
 
+std::optional<MemberIndex> Node::preferredHandoffTarget(const std::vector<HandoffPeer>& peers,
+                                                        uint64_t restartWindowMs) {
+  std::optional<HandoffPeer> best;
+  size_t past = 0;
+  for (const HandoffPeer& peer : peers) {
+    if (!peer.reportCurrent || peer.uptimeMs <= restartWindowMs) continue;
+    ++past;
+    if (!best || peer.decidedSlot > best->decidedSlot) best = peer;
+  }
+  if (!best || past == peers.size()) return std::nullopt;
+  return best->index;
+}
+
 bool Node::transferLeadership(std::optional<MemberIndex> target) {
   if (draining_) return false;
-  if (!core_->transferLeadership(target, bootTimeNow())) return false;
+  const Nanos now = bootTimeNow();
+  if (!target && isLeader()) {
+    // A peer restarted moments ago (a rolling restart) would make the group wait out its
+    // restart window: prefer one that is past it.
+    std::vector<HandoffPeer> peers;
+    for (MemberIndex i = 0; i < peerReports_.size(); ++i) {
+      if (i == self_) continue;
+      HandoffPeer peer;
+      peer.index = i;
+      peer.decidedSlot = core_->peerDecidedSlot(i);
+      if (const auto& received = peerReports_[i]) {
+        const uint64_t ageMs = static_cast<uint64_t>(
+            std::max<Nanos>(0, now - received->receivedAt) / election::NANOS_PER_MS);
+        peer.reportCurrent = ageMs <= REPORT_STALE_MS;
+        peer.uptimeMs = received->report.uptimeMs + ageMs;
+      }
+      peers.push_back(peer);
+    }
+    const auto windowMs = static_cast<uint64_t>(
+        std::ceil(static_cast<double>(config_.leaderLeaseMs) * (1 + config_.maxClockDrift)));
+    // The core refuses a target it has not heard from lately: then it picks as usual.
+    auto preferred = preferredHandoffTarget(peers, windowMs);
+    if (preferred && core_->transferLeadership(*preferred, now)) {
+      target = preferred;
+    } else if (!core_->transferLeadership(std::nullopt, now)) {
+      return false;
+    }
+  } else if (!core_->transferLeadership(target, now)) {
+    return false;
+  }
   logInfo("handing leadership over", target ? " to " : "",
           target ? config_.peerNames()[*target].c_str() : "");
   scheduleFlush();
