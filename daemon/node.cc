@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -58,11 +59,10 @@ Node::Node(const Config& config, storage::Store& store, kj::Timer& timer, PeerOu
   loadState();
   appLeases_ = std::make_unique<AppLeases>(*this, timer_);
   watchHub_ = std::make_unique<WatchHub>(state_, timer_);
-  ticking_ = tickLoop().eagerlyEvaluate([](kj::Exception&& e) {
-    logError("fatal: tick loop failed: ", e.getDescription());
-    std::abort();
-  });
+  inTick_ = true;
   onTick();
+  inTick_ = false;
+  armTick(nextTickAt(bootTimeNow()));
 }
 
 Node::~Node() {
@@ -141,13 +141,47 @@ void Node::loadState() {
 
 // --- timers --------------------------------------------------------------------------------
 
+void Node::armTick(Nanos at) {
+  tickAt_ = at;
+  ticking_ = tickLoop().eagerlyEvaluate([](kj::Exception&& e) {
+    logError("fatal: tick loop failed: ", e.getDescription());
+    std::abort();
+  });
+}
+
 kj::Promise<void> Node::tickLoop() {
-  // The core wants a tick at least every heartbeat / 2; between ticks an idle member sleeps.
-  uint64_t intervalMs = std::max<uint64_t>(config_.heartbeatMs / 2, 1);
-  return timer_.afterDelay(intervalMs * kj::MILLISECONDS).then([this]() {
+  // Whole milliseconds, rounded up: a tick just before a deadline would find nothing to do.
+  const Nanos delay = std::max<Nanos>(tickAt_ - bootTimeNow(), 0);
+  const int64_t delayMs = (delay + election::NANOS_PER_MS - 1) / election::NANOS_PER_MS;
+  return timer_.afterDelay(delayMs * kj::MILLISECONDS).then([this]() {
+    inTick_ = true;
     onTick();
+    inTick_ = false;
+    tickAt_ = nextTickAt(bootTimeNow());
     return tickLoop();
   });
+}
+
+Nanos Node::nextTickAt(Nanos now) const {
+  const Nanos cadence = millis(std::max<uint64_t>(config_.heartbeatMs / 2, 1));
+  // onTick's own timers (write retries, read restarts, snapshot transfers, app lease expiries
+  // and renewals) are checked at every tick: while any of them has work, tick at the cadence.
+  if (!pending_.empty() || !reads_.empty() || incoming_ || !outgoing_.empty() ||
+      state_.leases().leaseCount() > 0) {
+    return now + cadence;
+  }
+  // The core's next deadline, and the next report; at least once per report interval.
+  Nanos next = std::min(core_->nextTickAt(), now + millis(REPORT_INTERVAL_MS));
+  if (outbox_ != nullptr) {
+    next = std::min(next, lastReportAt_ ? *lastReportAt_ + millis(REPORT_INTERVAL_MS) : now);
+  }
+  return next;
+}
+
+void Node::rearmTick() {
+  if (inTick_ || draining_) return;
+  const Nanos at = nextTickAt(bootTimeNow());
+  if (at < tickAt_) armTick(at);
 }
 
 void Node::onTick() {
@@ -228,6 +262,7 @@ kj::Promise<CommandOutcome> Node::write(capnp::MallocMessageBuilder& message, ui
   auto paf = kj::newPromiseAndFulfiller<CommandOutcome>();
   pending_.emplace(sequence, PendingWrite{kj::mv(paf.fulfiller), election::encodeCommand(message)});
   submit(sequence, bootTimeNow());
+  rearmTick();
   return paf.promise.exclusiveJoin(deadline(timeoutMs).then([this, sequence]() {
     pending_.erase(sequence);
     return refusal(deadlineCode(),
@@ -284,6 +319,7 @@ void Node::onForward(MemberIndex from, std::vector<std::string> commands) {
     outbox_->sendForwardRefused(from, std::move(refused), core_->knownLeader());
   }
   if (core_->hasReady()) scheduleFlush();
+  rearmTick();
 }
 
 void Node::onForwardRefused(std::vector<std::string> commands,
@@ -334,6 +370,7 @@ void Node::startRead(election::ReadId id, Nanos now) {
   auto start = core_->read(id, now);
   it->second.started = start.status == election::ReadStart::PENDING;
   if (it->second.started) scheduleFlush();
+  rearmTick();
 }
 
 // --- peers ---------------------------------------------------------------------------------
@@ -341,6 +378,7 @@ void Node::startRead(election::ReadId id, Nanos now) {
 void Node::onPeerMessage(MemberIndex from, const election::PeerMessage& message) {
   core_->step(from, message, bootTimeNow());
   if (core_->hasReady()) scheduleFlush();
+  rearmTick();
 }
 
 void Node::sendAll(std::vector<election::OutgoingMessage>& messages) {
@@ -472,6 +510,7 @@ void Node::finishPersist(Slot materialized, std::vector<LogEntry> accepted) {
   }
   maybeInstallSnapshot();
   if (core_->hasReady() || state_.hasChanges()) scheduleFlush();
+  rearmTick();
 }
 
 void Node::handleReady(election::Ready& ready) {
@@ -533,12 +572,55 @@ void Node::applyEntries(const std::vector<LogEntry>& entries) {
   if (!entries.empty()) watchHub_->changed();
 }
 
+std::optional<MemberIndex> Node::preferredHandoffTarget(const std::vector<HandoffPeer>& peers,
+                                                        uint64_t restartWindowMs) {
+  std::optional<HandoffPeer> best;
+  size_t past = 0;
+  for (const HandoffPeer& peer : peers) {
+    if (!peer.reportCurrent || peer.uptimeMs <= restartWindowMs) continue;
+    ++past;
+    if (!best || peer.decidedSlot > best->decidedSlot) best = peer;
+  }
+  if (!best || past == peers.size()) return std::nullopt;
+  return best->index;
+}
+
 bool Node::transferLeadership(std::optional<MemberIndex> target) {
   if (draining_) return false;
-  if (!core_->transferLeadership(target, bootTimeNow())) return false;
+  const Nanos now = bootTimeNow();
+  if (!target && isLeader()) {
+    // A peer restarted moments ago (a rolling restart) would make the group wait out its
+    // restart window: prefer one that is past it.
+    std::vector<HandoffPeer> peers;
+    for (MemberIndex i = 0; i < peerReports_.size(); ++i) {
+      if (i == self_) continue;
+      HandoffPeer peer;
+      peer.index = i;
+      peer.decidedSlot = core_->peerDecidedSlot(i);
+      if (const auto& received = peerReports_[i]) {
+        const uint64_t ageMs = static_cast<uint64_t>(
+            std::max<Nanos>(0, now - received->receivedAt) / election::NANOS_PER_MS);
+        peer.reportCurrent = ageMs <= REPORT_STALE_MS;
+        peer.uptimeMs = received->report.uptimeMs + ageMs;
+      }
+      peers.push_back(peer);
+    }
+    const auto windowMs = static_cast<uint64_t>(
+        std::ceil(static_cast<double>(config_.leaderLeaseMs) * (1 + config_.maxClockDrift)));
+    // The core refuses a target it has not heard from lately: then it picks as usual.
+    auto preferred = preferredHandoffTarget(peers, windowMs);
+    if (preferred && core_->transferLeadership(*preferred, now)) {
+      target = preferred;
+    } else if (!core_->transferLeadership(std::nullopt, now)) {
+      return false;
+    }
+  } else if (!core_->transferLeadership(target, now)) {
+    return false;
+  }
   logInfo("handing leadership over", target ? " to " : "",
           target ? config_.peerNames()[*target].c_str() : "");
   scheduleFlush();
+  rearmTick();
   return true;
 }
 

@@ -194,6 +194,19 @@ class Node : private kj::TaskSet::ErrorHandler {
   // this member does not lead, is draining, or no such peer is reachable. Writes queued here go to
   // the new leader once it is known.
   bool transferLeadership(std::optional<MemberIndex> target);
+  // What a leader knows of a peer when it picks whom to hand over to.
+  struct HandoffPeer {
+    MemberIndex index = 0;
+    bool reportCurrent = false;  // a report received within REPORT_STALE_MS
+    uint64_t uptimeMs = 0;       // the peer's uptime now, from that report
+    Slot decidedSlot = 0;        // as the leader last heard
+  };
+  // A member refuses every Phase 1, its own included, for leaderLeaseMs * (1 + maxClockDrift)
+  // after it starts (election::Replica): a Handoff to it waits out the rest of that window. Among
+  // peers whose current report says they are past it, the most up to date; nullopt when every
+  // peer is past it or none is known to be (the core then picks as usual).
+  static std::optional<MemberIndex> preferredHandoffTarget(const std::vector<HandoffPeer>& peers,
+                                                           uint64_t restartWindowMs);
   // Resolves with the leader once a member other than this one is known to lead, or with nullopt
   // after `timeoutMs`. Polls; never blocks the loop.
   kj::Promise<std::optional<MemberIndex>> otherLeader(uint32_t timeoutMs);
@@ -278,8 +291,14 @@ class Node : private kj::TaskSet::ErrorHandler {
   election::HistoryLimits historyLimits() const;
   void submit(uint64_t sequence, Nanos now);
   void startRead(election::ReadId id, Nanos now);
+  // Ticks at nextTickAt(): at the core's cadence while anything is in progress, else only when
+  // the core or a report is due (an idle follower wakes about once a second).
   kj::Promise<void> tickLoop();
   void onTick();
+  Nanos nextTickAt(Nanos now) const;
+  // After an input that may need a tick sooner than the one scheduled: moves it earlier.
+  void rearmTick();
+  void armTick(Nanos at);
   // Group commit, in two steps: takeReady() sends, applies and answers; persist() commits and
   // advances the core.
   void scheduleFlush();
@@ -357,6 +376,8 @@ class Node : private kj::TaskSet::ErrorHandler {
   NodeCounters counters_;
   std::unique_ptr<AppLeases> appLeases_;
   kj::Promise<void> ticking_ = nullptr;
+  Nanos tickAt_ = 0;     // when ticking_ fires
+  bool inTick_ = false;  // onTick runs: it schedules the next tick itself
   // Declared after state_: destroyed before the state it reads.
   std::unique_ptr<WatchHub> watchHub_;
   kj::TaskSet tasks_;

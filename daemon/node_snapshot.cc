@@ -40,6 +40,7 @@ void Node::startSnapshot(const election::SnapshotNeeded& needed, Nanos now) {
             ": its log starts at slot ", needed.peerLogStart, ", this member applied slot ",
             state_.appliedSlot());
   requestChunk(0);
+  rearmTick();
 }
 
 void Node::requestChunk(uint32_t index) {

@@ -1,8 +1,10 @@
 #include "election/replica.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
+#include <functional>
 #include <stdexcept>
 
 #include <kj/debug.h>
@@ -199,6 +201,45 @@ void Replica::tick(Nanos now) {
       }
       break;
   }
+}
+
+Nanos Replica::nextTickAt() const {
+  const Nanos interval = options_.heartbeatIntervalNs;
+  const Nanos soon = lastNow_ + std::max<Nanos>(interval / 2, 1);
+  // States whose timers are not modelled here keep the cadence tick() was written for.
+  if (recovering_ || fetchInFlight_ || !followerReads_.empty() || !leaderReads_.empty()) {
+    return soon;
+  }
+  switch (role_) {
+    case Role::CANDIDATE:
+      return soon;
+    case Role::FOLLOWER:
+      if (preVoting_ || handoffBallot_) return soon;
+      return electionDeadline_;
+    case Role::LEADER:
+      break;
+  }
+  if (heartbeatWanted_) return soon;
+  Nanos next = lastHeartbeatAt_ + interval;
+  for (const auto& [slot, flight] : inFlight_) {
+    if (!flight.decided) next = std::min(next, flight.lastSentAt + interval);
+  }
+  // leaderTick steps down once it led an election timeout and has not heard from a majority
+  // within one. Without new messages the majority is lost when the freshest peers it needs go
+  // stale: at the k-th latest staleness time, k = the peers a majority needs besides itself.
+  std::array<Nanos, Options::MAX_MEMBERS> staleAt{};
+  size_t peers = 0;
+  for (MemberIndex peer = 0; peer < options_.memberCount; ++peer) {
+    if (peer != options_.self) staleAt[peers++] = lastHeardFrom_[peer] + options_.electionTimeoutNs;
+  }
+  const size_t needed = options_.memberCount / 2;  // majority minus itself
+  if (needed > 0 && needed <= peers) {
+    std::nth_element(staleAt.begin(), staleAt.begin() + (needed - 1), staleAt.begin() + peers,
+                     std::greater<Nanos>());
+    const Nanos majorityLostAt = staleAt[needed - 1];
+    next = std::min(next, std::max(leaderSince_ + options_.electionTimeoutNs, majorityLostAt));
+  }
+  return next;
 }
 
 void Replica::step(MemberIndex from, const PeerMessage& message, Nanos now) {

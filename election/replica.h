@@ -241,6 +241,15 @@ class Replica {
   // Timers: heartbeats, election timeouts, retransmissions, read timeouts. Call at least every
   // heartbeatIntervalNs / 2; `now` never decreases.
   void tick(Nanos now);
+  // The earliest local time at which tick() may have something to do, given the state as of the
+  // last input: a shell may sleep until then instead of ticking every heartbeatIntervalNs / 2.
+  // Exact for a quiet follower (its election deadline) and a quiet leader (its next heartbeat, or
+  // the first time it could find its majority silent); in every other state (candidate, pre-vote,
+  // hand-off, recovery, reads, fetches, undecided slots) it asks for the usual cadence,
+  // lastNow + heartbeatIntervalNs / 2. Valid until the next tick, step, propose, read,
+  // transferLeadership, installSnapshot, ready or advance: ask again after each. May be <= now
+  // (tick at once). Pure: changes nothing.
+  Nanos nextTickAt() const;
   // A message from peer `from`.
   void step(MemberIndex from, const PeerMessage& message, Nanos now);
   // Queues an encoded command for the next slot (leader only).

@@ -341,6 +341,28 @@ TEST_CASE("reports: sent to connected peers only; status shows each member's lat
   CHECK(status.members[1].role == "unknown");
 }
 
+TEST_CASE("a stopping leader prefers a hand-off target past its restart window") {
+  using Peer = Node::HandoffPeer;
+  const uint64_t window = 404;
+  // n2 restarted 100 ms ago and is the most up to date; n3 has been up for minutes.
+  CHECK(Node::preferredHandoffTarget({Peer{1, true, 100, 50}, Peer{2, true, 600000, 49}}, window) ==
+        MemberIndex{2});
+  // Among peers past the window, the most up to date.
+  CHECK(Node::preferredHandoffTarget(
+            {Peer{1, true, 10, 50}, Peer{2, true, 5000, 40}, Peer{3, true, 5000, 45}}, window) ==
+        MemberIndex{3});
+  // Every peer past it, or none known to be: no preference (the core picks).
+  CHECK_FALSE(
+      Node::preferredHandoffTarget({Peer{1, true, 5000, 50}, Peer{2, true, 600000, 49}}, window));
+  CHECK_FALSE(
+      Node::preferredHandoffTarget({Peer{1, true, 100, 50}, Peer{2, true, 404, 49}}, window));
+  // A peer without a current report is not known to be past it.
+  CHECK_FALSE(
+      Node::preferredHandoffTarget({Peer{1, true, 100, 50}, Peer{2, false, 600000, 49}}, window));
+  CHECK(Node::preferredHandoffTarget({Peer{1, false, 0, 0}, Peer{2, true, 600000, 49}}, window) ==
+        MemberIndex{2});
+}
+
 Config threeMemberConfig() {
   return parseConfig(
       "cluster_id: test\nnode: n1\npeers:\n  n1: 127.0.0.1:7101\n  n2: 127.0.0.1:7102\n"

@@ -175,6 +175,24 @@ struct Group {
     }
     return done();
   }
+  // As runUntil, but a member is ticked only once `now` reached its nextTickAt(), as a shell that
+  // sleeps until then would. Counts the ticks in `ticks` if given.
+  bool runLazilyUntil(const std::function<bool()>& done, Nanos limit = 5000 * MS,
+                      const std::function<bool(MemberIndex, const OutgoingMessage&)>& drop = {},
+                      uint64_t* ticks = nullptr) {
+    const Nanos end = now + limit;
+    while (now < end) {
+      if (done()) return true;
+      now += 1 * MS;
+      for (auto& r : replicas) {
+        if (r->nextTickAt() > now) continue;
+        r->tick(now);
+        if (ticks) ++*ticks;
+      }
+      deliverAll(drop);
+    }
+    return done();
+  }
   std::optional<MemberIndex> leader() {
     for (MemberIndex i = 0; i < replicas.size(); ++i) {
       if (replicas[i]->role() == Role::LEADER) return i;
@@ -1126,7 +1144,9 @@ void wipe(Group& g, MemberIndex i) {
   g.applied[i].clear();
 }
 
-TEST_CASE("a recovering member neither promises, votes, acks heartbeats, grants pre-votes nor campaigns") {
+TEST_CASE(
+    "a recovering member neither promises, votes, acks heartbeats, grants pre-votes nor "
+    "campaigns") {
   Options o = testOptions(2, 3);
   o.recovering = true;
   Single s(o);
@@ -1449,6 +1469,129 @@ TEST_CASE("a follower that missed more than the leader's retained log is told to
   }
   REQUIRE(needed);
   CHECK(needed->peerLogStart == g[leader].logStart());
+}
+
+}  // namespace
+}  // namespace synod::election
+
+namespace synod::election {
+namespace {
+
+TEST_CASE("a quiet follower needs no tick before its election deadline") {
+  Group g(3);
+  REQUIRE(g.runUntil([&] { return g.leader().has_value(); }));
+  const MemberIndex leader = *g.leader();
+  const MemberIndex follower = (leader + 1) % 3;
+  g.runUntil([] { return false; }, 20 * MS);  // a few heartbeats
+  const Nanos next = g[follower].nextTickAt();
+  // Well past the heartbeat cadence: the election timeout is drawn from [50, 100) ms.
+  CHECK(next >= g.now + 30 * MS);
+  // Ticks before it change nothing.
+  for (Nanos t = g.now; t < next; t += 1 * MS) {
+    g[follower].tick(t);
+    REQUIRE_FALSE(g[follower].hasReady());
+    REQUIRE(g[follower].nextTickAt() == next);
+  }
+  // At it, with the leader silent, the follower starts a pre-vote.
+  g[follower].tick(next);
+  auto readies = drain(g[follower]);
+  CHECK(sentIn<PreVoteRequest>(readies).size() == 2);
+}
+
+TEST_CASE("a quiet leader needs its next tick at its next heartbeat") {
+  Group g(3);
+  REQUIRE(g.runUntil([&] { return g.leader().has_value(); }));
+  const MemberIndex leader = *g.leader();
+  g.runUntil([] { return false; }, 20 * MS);
+  g.deliverAll();
+  const Nanos next = g[leader].nextTickAt();
+  CHECK(next > g.now);
+  CHECK(next <= g.now + 10 * MS);  // one heartbeat interval
+  for (Nanos t = g.now; t < next; t += 1 * MS) {
+    g[leader].tick(t);
+    REQUIRE_FALSE(g[leader].hasReady());
+  }
+  g[leader].tick(next);
+  auto readies = drain(g[leader]);
+  CHECK(sentIn<Heartbeat>(readies).size() == 2);
+}
+
+TEST_CASE("a leader ticked only at nextTickAt steps down once it lost its majority") {
+  Group g(3);
+  REQUIRE(g.runLazilyUntil([&] { return g.leader().has_value(); }));
+  const MemberIndex leader = *g.leader();
+  g.runLazilyUntil([] { return false; }, 200 * MS);
+  // Cut off from here: it last heard from its peers now at the latest.
+  const Nanos cutAt = g.now;
+  auto cut = [&](MemberIndex from, const OutgoingMessage& m) {
+    return from == leader || m.to == leader;
+  };
+  REQUIRE(g.runLazilyUntil([&] { return g[leader].role() != Role::LEADER; }, 5000 * MS, cut));
+  // Its peers went silent an election timeout ago; it notices with its next heartbeat.
+  CHECK(g.now <= cutAt + 50 * MS + 10 * MS + 1 * MS);
+}
+
+TEST_CASE("a leader ticked only at nextTickAt steps down the moment its majority is silent") {
+  Nanos now = 0;
+  Single s(testOptions(0, 3));
+  Replica& r = *s.replica;
+  electByScript(r, 3, now);
+  drain(r);
+  // Both peers ack 3 ms after the first heartbeat, off the heartbeat grid, then fall silent.
+  now += 3 * MS;
+  const Nanos heardAt = now;
+  for (MemberIndex peer : {1, 2})
+    r.step(peer, HeartbeatAck{r.ballot(), 1, 0}, now);
+  drain(r);
+  for (int i = 0; i < 1000 && r.role() == Role::LEADER; ++i) {
+    now = std::max(now, r.nextTickAt());
+    r.tick(now);
+    drain(r);
+  }
+  CHECK(r.role() == Role::FOLLOWER);
+  CHECK(now == heardAt + 50 * MS);  // an election timeout after it last heard from a majority
+}
+
+TEST_CASE("members ticked only at nextTickAt elect, decide, read, fail over and step down") {
+  Group g(3);
+  uint64_t ticks = 0;
+  REQUIRE(g.runLazilyUntil([&] { return g.leader().has_value(); }, 5000 * MS, {}, &ticks));
+  const MemberIndex leader = *g.leader();
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(g[leader].propose("c" + std::to_string(i), g.now).status == ProposeResult::QUEUED);
+  REQUIRE(g.runLazilyUntil([&] {
+    for (auto& a : g.applied) {
+      size_t commands = 0;
+      for (auto& e : a)
+        commands += e.value.commands.size();
+      if (commands < 5) return false;
+    }
+    return true;
+  }));
+  const MemberIndex follower = (leader + 1) % 3;
+  REQUIRE(g[follower].read(5, g.now).status == ReadStart::PENDING);
+  REQUIRE(g.runLazilyUntil([&] { return !g.reads[follower].empty(); }));
+  CHECK(g.reads[follower][0].ok);
+
+  // Idle for a second: far fewer ticks than one per half heartbeat interval (200 per member).
+  ticks = 0;
+  g.runLazilyUntil([] { return false; }, 1000 * MS, {}, &ticks);
+  CHECK(g.leader() == leader);
+  CHECK(ticks < 3 * 200 / 2);
+
+  // The leader is cut off: the others elect a new one, and the old one steps down.
+  auto cut = [&](MemberIndex from, const OutgoingMessage& m) {
+    return from == leader || m.to == leader;
+  };
+  REQUIRE(g.runLazilyUntil(
+      [&] {
+        if (g[leader].role() == Role::LEADER) return false;
+        for (MemberIndex i = 0; i < 3; ++i) {
+          if (i != leader && g[i].role() == Role::LEADER) return true;
+        }
+        return false;
+      },
+      5000 * MS, cut));
 }
 
 }  // namespace
