@@ -125,6 +125,7 @@ LeaseExpirer::Due LeaseExpirer::tick(const LeaseTable& table, bool leading, Ball
       ballot_.reset();
       for (auto& [id, clock] : clocks_) {
         clock.expireProposedAt = -1;
+        clock.expireRetries = 0;
         clock.checkpointProposedAt = -1;
       }
     }
@@ -156,7 +157,15 @@ LeaseExpirer::Due LeaseExpirer::tick(const LeaseTable& table, bool leading, Ball
       continue;
     }
     Clock& clock = clocks_.at(it->second);
-    if (clock.expireProposedAt >= 0 && now - clock.expireProposedAt < options_.retryNs) continue;
+    // Under one ballot an expiry this member proposed stays in its queue until it gets a slot or
+    // leadership ends (which resets this): a copy proposed again only queues behind it. Each retry
+    // waits twice as long as the one before, so that a backlog is not fed a copy of every expiring
+    // lease per retry interval, which grows the backlog the expiries wait behind.
+    if (clock.expireProposedAt >= 0 &&
+        now - clock.expireProposedAt < (options_.retryNs << std::min(clock.expireRetries, 20u))) {
+      continue;
+    }
+    if (clock.expireProposedAt >= 0) ++clock.expireRetries;
     clock.expireProposedAt = now;
     due.expire.push_back({it->second, clock.epoch});
   }

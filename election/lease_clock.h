@@ -110,7 +110,8 @@ class LeaseExpirer {
   // restored ones) from its recorded remainder. The first call leading under a ballot is the
   // takeover: the clocks go on. Not leading: nothing is due. Returns what to propose now; each
   // expiry and checkpoint is proposed once, then again after retryNs if its lease is unchanged
-  // (and again at once under a new ballot).
+  // (and again at once under a new ballot); an expiry's later retries under one ballot wait
+  // 2 retryNs, 4 retryNs, ... (the earlier copies are still queued).
   Due tick(const LeaseTable& table, bool leading, Ballot ballot, Nanos now);
 
   // When tick() may next have something to propose; nullopt when not leading or no lease.
@@ -132,6 +133,7 @@ class LeaseExpirer {
     // checkpoint this member proposed). Unknown (-1) for remainders it did not see measured.
     Nanos measuredAt = -1;
     Nanos expireProposedAt = -1;
+    uint32_t expireRetries = 0;  // proposed again under this ballot: the next waits retryNs 2^n
     Nanos checkpointProposedAt = -1;
   };
   void start(const Lease& lease, uint64_t remainingMs, Nanos now, bool fresh);

@@ -52,6 +52,25 @@ TEST_CASE("a leader expires a lease TTL (1 + d) after it applied the grant, nami
   CHECK(e.tick(h.sm.leases(), true, B1, 1610 * MS).expire.size() == 1);
 }
 
+TEST_CASE("an expiry's retries under one ballot back off; a new ballot proposes it at once") {
+  LeaseHarness h;
+  LeaseExpirer e(opts());
+  e.tick(h.sm.leases(), true, B1, 0);
+  apply(h, e, h.c.grant(L1, 1000), 0);
+  // The leader's queue is backed up: nothing applies. Copies at the deadline, then after
+  // 500, 1000, 2000 ms, not one per retry interval.
+  std::vector<Nanos> proposed;
+  for (Nanos now = 1000 * MS; now <= 5000 * MS; now += 10 * MS) {
+    if (!e.tick(h.sm.leases(), true, B1, now).expire.empty()) proposed.push_back(now);
+  }
+  CHECK(proposed == std::vector<Nanos>{1000 * MS, 1500 * MS, 2500 * MS, 4500 * MS});
+  // Leadership ends and comes back under another ballot: the queue is gone, proposed at once.
+  CHECK(e.tick(h.sm.leases(), false, B2, 5010 * MS).empty());
+  CHECK(e.tick(h.sm.leases(), true, B2, 5020 * MS).expire.size() == 1);
+  CHECK(e.tick(h.sm.leases(), true, B2, 5510 * MS).expire.empty());
+  CHECK(e.tick(h.sm.leases(), true, B2, 5520 * MS).expire.size() == 1);
+}
+
 TEST_CASE("a renewal restarts the clock from its apply time and the expiry names the new epoch") {
   LeaseHarness h;
   LeaseExpirer e(opts());
