@@ -428,10 +428,11 @@ wait_line '.stream == 3 and .event.name == "st-lock" and .event.hasHolder == fal
   "observe's first event: free"
 send 'cancel 1'
 send 'cancel 1'
-ctl put st/b 4  # from another process: only stream 2 is still watching st/
+# From another process, while the session waits for input: only stream 2 still watches st/b.
+ctl put st/b 4
+wait_line '.stream == 2 and .event.value == "4"' "stream 2 delivers while the session is idle"
 send 'get st/b'
 wait_line '.ok and .key == "st/b" and .value == "4"' "get answered after the cancel"
-wait_line '.stream == 2 and .event.value == "4"' "stream 2 sees the other process's put"
 if jq -c 'select(.stream == 1 and .event.value == "4")' "$work/stream.out" | grep -q .; then
   fail "a cancelled stream delivered: $(cat "$work/stream.out")"
 else
