@@ -553,7 +553,7 @@ Parsed<Invocation> parseInvocation(const std::vector<std::string>& args, ParseMo
   } else if (mode == ParseMode::SHELL_LINE && spec->name == "shell") {
     return fail("'shell' cannot run inside a shell session", spec);
   } else if (mode == ParseMode::SHELL_LINE &&
-             (spec->name == "lock" || spec->name == "elect" || spec->name == "observe")) {
+             (spec->name == "lock" || spec->name == "elect")) {
     return fail("'" + std::string(spec->name) + "' cannot run inside a shell session", spec);
   } else {
     return buildCommand(*spec, words, std::move(invocation));
@@ -825,7 +825,7 @@ Commands:
       says the revision to resume from), 3 when the connection is lost. With --json one
       object per line: {"type":"put"|"delete"|"progress"|"compacted"|"snapshot"|
       "snapshotEnd"|"cancelled","revision":REV,...}; progress lines (every second when idle)
-      say the revision the watch is current to. Not available inside shell.
+      say the revision the watch is current to. Inside shell it is a stream (see shell).
   compact REV
       Forget the history below revision REV on every member: watches from there get a
       snapshot, and reads at those revisions are refused. History is also kept only for the
@@ -839,6 +839,14 @@ Commands:
       flushed. Blank lines and # comments are skipped; a line with an unterminated quote is
       answered with an error. One connection serves every line; a line may give --timeout but
       not --socket. End of input ends the session with exit status 0.
+      watch and observe open a stream: the answer is {"ok":true,...,"stream":N} (N = 1, 2, ...
+      in the session), then each line watch --json / observe --json would print comes as
+      {"stream":N,"event":{...}}, between the answers to later lines, as it happens. A stream
+      that ends by itself writes a last {"stream":N,"end":{"ok":...}}: ok=true after
+      observe --count N lines; ok=false with code and error when the connection is lost
+      (UNAVAILABLE) or the daemon cancels the watch (UNAVAILABLE, resumeFrom = the revision
+      to watch --from). cancel N stops stream N and answers {"ok":true}; no line of stream N
+      follows. End of input stops every stream. lock and elect cannot run inside shell.
   help, version
       Same as --help, --version.
 
@@ -1595,31 +1603,6 @@ Rendered renderVersion(const RenderOptions& options) {
   return Rendered{jsonLine(json), {}, EXIT_OK};
 }
 
-/// Reads one line (without its '\n') of at most MAX_SHELL_LINE_BYTES; the rest of a longer line
-/// is consumed and `tooLong` set. False at end of input.
-bool readBoundedLine(std::istream& in, std::string& line, bool& tooLong) {
-  line.clear();
-  tooLong = false;
-  std::streambuf* buffer = in.rdbuf();
-  bool any = false;
-  for (;;) {
-    int c = buffer->sbumpc();
-    if (c == std::char_traits<char>::eof()) return any;
-    any = true;
-    if (c == '\n') return true;
-    if (line.size() < MAX_SHELL_LINE_BYTES) {
-      line.push_back(static_cast<char>(c));
-    } else {
-      tooLong = true;
-    }
-  }
-}
-
-void writeFlushed(std::ostream& out, const std::string& text) {
-  out << text;
-  out.flush();
-}
-
 }  // namespace
 
 static Rendered executeLease(Client& client, const LeaseCommand& command, uint32_t timeoutMs,
@@ -1772,40 +1755,8 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty) {
   return renderUsageError("'shell' cannot run here", {}, options);
 }
 
-int runShell(Client& client, std::istream& in, std::ostream& out, const GlobalOptions& defaults) {
-  RenderOptions json{true, false};
-  std::string line;
-  bool tooLong = false;
-  while (readBoundedLine(in, line, tooLong)) {
-    if (tooLong) {
-      writeFlushed(
-          out, renderUsageError(
-                   "line longer than " + std::to_string(MAX_SHELL_LINE_BYTES) + " bytes", {}, json)
-                   .out);
-      continue;
-    }
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    auto words = splitShellWords(line);
-    if (!words.ok()) {
-      writeFlushed(out, renderUsageError(words.error, {}, json).out);
-      continue;
-    }
-    if (words.value->empty()) continue;
-    auto parsed = parseInvocation(*words.value, ParseMode::SHELL_LINE, defaults);
-    if (!parsed.ok()) {
-      writeFlushed(out, renderUsageError(parsed.error, parsed.hint, json).out);
-      continue;
-    }
-    parsed.value->global.json = true;
-    writeFlushed(out, execute(client, *parsed.value, false).out);
-    // Nobody reads the answers any more: run no further commands whose outcome would be lost.
-    if (!out) return EXIT_REFUSED;
-  }
-  return EXIT_OK;
-}
-
 int runSynodctl(const std::vector<std::string>& args, std::istream& in, std::ostream& out,
-                std::ostream& err, bool stdoutIsTty) {
+                std::ostream& err, bool stdoutIsTty, int inputFd) {
   auto parsed = parseInvocation(args, ParseMode::COMMAND_LINE);
   if (!parsed.ok()) {
     bool json = false;
@@ -1831,11 +1782,11 @@ int runSynodctl(const std::vector<std::string>& args, std::istream& in, std::ost
   if (auto* watch = std::get_if<WatchCommand>(&invocation.command)) {
     return runWatchCommand(*watch, invocation.global, out, err);
   }
+  if (std::holds_alternative<ShellCommand>(invocation.command)) {
+    return runShellCommand(invocation.global, in, inputFd, out);
+  }
   Client client(ClientOptions{invocation.global.socketPath, invocation.global.timeoutMs,
                               DEFAULT_DEADLINE_MARGIN_MS});
-  if (std::holds_alternative<ShellCommand>(invocation.command)) {
-    return runShell(client, in, out, invocation.global);
-  }
   if (auto* observe = std::get_if<ObserveCommand>(&invocation.command)) {
     return runObserve(client, *observe, invocation.global.json, out, err);
   }

@@ -227,13 +227,21 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty);
 /// Longest line `synodctl shell` accepts; a longer one is answered with an error and skipped.
 inline constexpr size_t MAX_SHELL_LINE_BYTES = 8 << 20;
 
-/// `synodctl shell`: one command per line from `in`, one JSON object per line to `out`, flushed
-/// after each; blank lines and # comments are skipped. Returns the exit status: 0 at end of
-/// input, 1 when writing to `out` failed (the rest of the input is not run).
+/// `synodctl shell` (clients/shell.cc): one command per line from `in`, one JSON object per line to
+/// `out`, flushed after each; blank lines and # comments are skipped. `in` is read synchronously
+/// (a stream opened with `watch` or `observe` delivers only while a command runs, and stops at end
+/// of input). Returns the exit status: 0 at end of input, 1 when writing to `out` failed (the rest
+/// of the input is not run).
 int runShell(Client& client, std::istream& in, std::ostream& out, const GlobalOptions& defaults);
 
+/// `synodctl shell` with its own event loop and connection. When `inputFd` is a pipe, socket or
+/// terminal it is read on the event loop (streams deliver while the shell waits for input);
+/// otherwise (-1, a regular file, /dev/null) `in` is read synchronously.
+int runShellCommand(const GlobalOptions& global, std::istream& in, int inputFd, std::ostream& out);
+
 /// All of synodctl: parse `args`, connect, run, write to `out` / `err`; returns the exit status.
+/// `inputFd`: the descriptor `in` reads (for `shell`), or -1.
 int runSynodctl(const std::vector<std::string>& args, std::istream& in, std::ostream& out,
-                std::ostream& err, bool stdoutIsTty);
+                std::ostream& err, bool stdoutIsTty, int inputFd = -1);
 
 }  // namespace synod::clients

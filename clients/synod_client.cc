@@ -445,6 +445,7 @@ kj::Promise<void> AsyncClient::connected() {
                      .then(
                          [this](kj::Own<kj::AsyncIoStream>&& stream) {
                            connection = kj::refcounted<Connection>(kj::mv(stream));
+                           ++opened;
                          },
                          [this](kj::Exception&& error) { connectError = kj::mv(error); })
                      .fork();

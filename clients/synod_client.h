@@ -442,6 +442,9 @@ class AsyncClient {
   void addBackgroundTask(kj::Promise<void> task);
   /// Whether the connection is open now (false before the first call and once it broke).
   bool connectionAlive() const;
+  /// How many connections this client has opened: a capability obtained while this was N belongs
+  /// to a connection that is gone once it is no longer N (or the connection is not alive).
+  uint64_t connectionsOpened() const { return opened; }
   /// The loop's timer (the clock of lease deadlines).
   kj::Timer& timer() { return io.getTimer(); }
 
@@ -470,6 +473,7 @@ class AsyncClient {
   kj::Maybe<kj::Own<Connection>> connection;  // set once connected, until it breaks
   kj::Maybe<kj::ForkedPromise<void>> connecting;
   kj::Maybe<kj::Exception> connectError;  // set by a finished failed connect attempt
+  uint64_t opened = 0;
   struct IgnoreErrors : public kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&&) override {}
   };

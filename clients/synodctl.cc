@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     int status = synod::clients::runSynodctl(args, std::cin, std::cout, std::cerr,
-                                             isatty(STDOUT_FILENO) == 1);
+                                             isatty(STDOUT_FILENO) == 1, STDIN_FILENO);
     std::cout.flush();
     return status;
   } catch (const kj::Exception& e) {

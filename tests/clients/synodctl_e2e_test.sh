@@ -43,6 +43,7 @@ stop_daemon() {
 }
 
 cleanup() {
+  [[ -n ${shell_pid:-} ]] && kill "$shell_pid" 2>/dev/null
   [[ -n $daemon_pid ]] && stop_daemon
   rm -rf "$work"
 }
@@ -389,8 +390,87 @@ echo "  synodctl gave up after $elapsed_ms ms (timeout 200 ms + 1000 ms margin)"
 ctl get 'a b'
 expect_rc 0 "the daemon answers again after SIGCONT"
 
+echo "# shell streams: watch and observe in one session with other commands"
+# The session reads a FIFO, so lines arrive one by one while streams are open.
+mkfifo "$work/stream.in"
+"$SYNODCTL" --socket "$sock" shell <"$work/stream.in" >"$work/stream.out" 2>"$work/stream.err" &
+shell_pid=$!
+exec 3>"$work/stream.in"
+# send LINE: one line to the session.
+send() { printf '%s\n' "$1" >&3; }
+# wait_line JQ WHAT: polls the session's output (up to 20 s) for a line satisfying JQ.
+wait_line() {
+  last_command="synodctl shell: waiting for $2"
+  for _ in $(seq 1 400); do
+    if jq -c "select($1)" "$work/stream.out" 2>/dev/null | grep -q .; then
+      pass
+      return 0
+    fi
+    sleep 0.05
+  done
+  fail "$2: no line with $1 in $(cat "$work/stream.out")"
+  return 1
+}
+send 'watch st/ --prev'
+wait_line '.ok and .stream == 1 and (.startRevision | type) == "number"' "watch answered as stream 1"
+send 'put st/a 1'
+wait_line '.stream == 1 and .event.type == "put" and .event.key == "st/a" and .event.value == "1"' \
+  "the session's own put arrives on stream 1"
+send 'watch st/b --key'
+wait_line '.ok and .stream == 2' "a second watch is stream 2"
+send 'put st/b 2'
+send 'put st/a 3'
+wait_line '.stream == 2 and .event.key == "st/b" and .event.value == "2"' "stream 2 sees st/b"
+wait_line '.stream == 1 and .event.key == "st/a" and .event.prevValue == "1"' "stream 1 has --prev"
+send 'observe st-lock'
+wait_line '.ok and .stream == 3' "observe is stream 3"
+wait_line '.stream == 3 and .event.name == "st-lock" and .event.hasHolder == false' \
+  "observe's first event: free"
+send 'cancel 1'
+send 'cancel 1'
+# From another process, while the session waits for input: only stream 2 still watches st/b.
+ctl put st/b 4
+wait_line '.stream == 2 and .event.value == "4"' "stream 2 delivers while the session is idle"
+send 'get st/b'
+wait_line '.ok and .key == "st/b" and .value == "4"' "get answered after the cancel"
+if jq -c 'select(.stream == 1 and .event.value == "4")' "$work/stream.out" | grep -q .; then
+  fail "a cancelled stream delivered: $(cat "$work/stream.out")"
+else
+  pass
+fi
+# The answers, in request order, with no stream line among them.
+if jq -s -e '[.[] | select(has("stream") and (has("event") or has("end")) | not)] |
+    length == 9 and .[0].stream == 1 and .[1].ok and .[2].stream == 2 and .[3].ok and .[4].ok
+    and .[5].stream == 3 and .[6] == {"ok":true} and .[7].ok == false
+    and .[7].code == "INVALID_ARGUMENT" and .[8].value == "4"' "$work/stream.out" >/dev/null; then
+  pass
+else
+  fail "shell stream answers in order: $(cat "$work/stream.out")"
+fi
+
+echo "# shell streams: end of input stops them and exits 0"
+last_command="printf 'watch x/\nput x/a 1\n' | synodctl shell"
+printf 'watch x/\nput x/a 1\n' | timeout 20 "$SYNODCTL" --socket "$sock" shell >"$work/out" 2>"$work/err"
+rc=$?
+expect_rc 0 "shell with an open watch exits 0 at end of input"
+if jq -s -e '[.[] | select(has("event") | not)] | length == 2 and .[0].stream == 1 and .[1].ok
+    and (map(select(has("end"))) | length) == 0' "$work/out" >/dev/null; then
+  pass
+else
+  fail "two answers, no end line"
+fi
+
 echo "# the daemon gone: exit 3"
 stop_daemon
+wait_line '.stream == 2 and .end.ok == false and .end.code == "UNAVAILABLE"' \
+  "an open watch ends with an end line when the daemon goes"
+wait_line '.stream == 3 and .end.ok == false and .end.code == "UNAVAILABLE"' \
+  "an open observe ends with an end line when the daemon goes"
+exec 3>&-
+wait "$shell_pid"
+rc=$?
+shell_pid=
+expect_rc 0 "the streaming session exits 0 at end of input"
 if [[ -z $daemon_stopped_cleanly ]]; then
   fail "daemon still running 10 s after SIGTERM (killed it)"
 elif [[ $daemon_status != 0 ]]; then
