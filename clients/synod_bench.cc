@@ -600,7 +600,13 @@ Outcome runOne(kj::AsyncIoContext& io, System& system, const Options& options,
   Outcome outcome;
   outcome.workload = workload;
   outcome.clients = clients;
-  auto order = placement(workload, system.members(), system.leader(io.waitScope));
+  // A loaded machine can leave the group briefly without a leader between runs: wait up to 10 s.
+  int leader = system.leader(io.waitScope);
+  for (int i = 0; i < 100 && leader < 0; ++i) {
+    io.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).wait(io.waitScope);
+    leader = system.leader(io.waitScope);
+  }
+  auto order = placement(workload, system.members(), leader);
   std::vector<ProcessSample> before;
   for (const auto& p : processes) {
     resetPeakRss(p.pid);
