@@ -3,7 +3,7 @@
 #   ./synod.sh up [N] install what is missing, build, run a local group of N (3) in the foreground
 #   ./synod.sh test   install what is missing, build, run every test (plain and ASan/UBSan builds)
 #   ./synod.sh build  install what is missing and build
-#   ./synod.sh bench [--quick] [--seconds S] [--clients LIST] [--failover N] [--no-etcd]
+#   ./synod.sh bench [--quick] [--seconds S] [--clients LIST] [--processes P] [--failover N] [--no-etcd]
 #                     synod (3 members) and etcd (3 members) on loopback, the same load, side by side
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -249,9 +249,9 @@ def num(v, fmt="{:.0f}"):
 lines = ["| workload | clients | synod ops/s | etcd ops/s | ratio | synod p50 µs | etcd p50 µs | ratio "
          "| synod p99 µs | etcd p99 µs | synod CPU s/1k | etcd CPU s/1k |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-keys = sorted({(w, c) for (_, w, c) in work}, key=lambda k: (
-    ["put", "get-leader", "get-follower", "get", "sget", "txn"].index(k[0])
-    if k[0] in ["put", "get-leader", "get-follower", "get", "sget", "txn"] else 99, k[1]))
+order = ["put", "get-leader", "get-follower", "get", "sget", "txn", "lease", "lock", "watch"]
+keys = sorted({(w, c) for (_, w, c) in work},
+              key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1]))
 for w, c in keys:
     s, e = work.get(("synod", w, c), {}), work.get(("etcd", w, c), {})
     lines.append(f"| {w} | {c} | {num(s.get('opsPerSecond'))} | {num(e.get('opsPerSecond'))} | "
@@ -260,6 +260,15 @@ for w, c in keys:
                  f"{num(s.get('p99Us'))} | {num(e.get('p99Us'))} | "
                  f"{num(s.get('cpuSecondsPer1000'), '{:.3f}')} | {num(e.get('cpuSecondsPer1000'), '{:.3f}')} |")
 lines.append("")
+procs = sorted({r.get("processes", 1) for r in work.values()})
+if procs != [1]:
+    lines.append(f"- load generator processes per run: up to {max(procs)} "
+                 "(clients split between them, raw latency histograms merged)")
+for (sy, w, c), r in sorted(work.items()):
+    if w == "watch":
+        lines.append(f"- {sy} watch, {c} watchers: {r['putsPerSecond']:.0f} puts/s, "
+                     f"{r['opsPerSecond']:.0f} events/s delivered, put acknowledged → event "
+                     f"p50 {r['p50Us']:.0f} µs, p99 {r['p99Us']:.0f} µs (etcd: not driven)")
 for system in ("synod", "etcd"):
     idle = one.get((system, "idle"))
     if idle:
@@ -356,18 +365,19 @@ GP
   fi
 }
 
-# bench [--quick] [--seconds S] [--clients LIST] [--failover N] [--no-etcd]: synod, then etcd,
-# then the side-by-side table; results in var/bench/.
+# bench [--quick] [--seconds S] [--clients LIST] [--processes P] [--failover N] [--no-etcd]:
+# synod, then etcd, then the side-by-side table; results in var/bench/.
 cmd_bench() {
-  local seconds=5 clients=1,8,64,256 rounds=20 idle=5 quick=0 etcd=1 commits=200
+  local seconds=5 clients=1,8,64,256 rounds=20 idle=5 quick=0 etcd=1 commits=200 processes=2
   while [ $# -gt 0 ]; do
     case "$1" in
       --quick) quick=1; seconds=1; clients=1,64; rounds=3; idle=2; commits=50 ;;
       --seconds) seconds=$2; shift ;;
       --clients) clients=$2; shift ;;
+      --processes) processes=$2; shift ;;
       --failover) rounds=$2; shift ;;
       --no-etcd) etcd=0 ;;
-      *) echo "usage: $0 bench [--quick] [--seconds S] [--clients LIST] [--failover N] [--no-etcd]" >&2
+      *) echo "usage: $0 bench [--quick] [--seconds S] [--clients LIST] [--processes P] [--failover N] [--no-etcd]" >&2
          exit 2 ;;
     esac
     shift
@@ -379,7 +389,8 @@ cmd_bench() {
   rm -f "$out"/*.jsonl "$out"/*.dat "$out"/*.md "$out"/*.png
   BENCH_TMP=$(mktemp -d /tmp/synod-bench.XXXXXX)
   trap bench_cleanup EXIT
-  local args=(--workload put,get-leader,get-follower,sget,txn --clients "$clients"
+  local args=(--workload put,get-leader,get-follower,sget,txn,lease,lock,watch
+              --clients "$clients" --processes "$processes"
               --seconds "$seconds" --value-bytes 100 --idle-seconds "$idle")
   bench_synod "$out" "$rounds" "${args[@]}" --floor-commits "$commits"
   [ "$etcd" = 1 ] && bench_etcd "$out" "$quick" "${args[@]}"

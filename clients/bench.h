@@ -28,6 +28,11 @@ class KvConnection {
   /// otherwise.
   virtual kj::Promise<Status> txn(const std::string& key, const std::string& expected,
                                   const std::string& value) = 0;
+  /// Grants a lease (TTL 10 s) and revokes it: one operation.
+  virtual kj::Promise<Status> leaseCycle() = 0;
+  /// Takes lock `name`, waiting in line, with this connection's own lease (granted on first use,
+  /// lives as long as the connection), then releases it: one operation.
+  virtual kj::Promise<Status> lockCycle(const std::string& name) = 0;
 };
 
 /// The members of a running group, as the load generator reaches them.
@@ -44,8 +49,10 @@ class System {
 };
 
 /// etcd members by their client URLs' "host:port", driven through etcd's HTTP/JSON gateway
-/// (/v3/kv/put, /v3/kv/range, /v3/kv/txn; /v3/maintenance/status for the leader). One keep-alive
-/// connection per KvConnection. `io` must outlive the result.
+/// (/v3/kv/put, /v3/kv/range, /v3/kv/txn, /v3/lease/grant, /v3/lease/revoke, /v3/lock/lock,
+/// /v3/lock/unlock; /v3/maintenance/status for the leader). One keep-alive connection per
+/// KvConnection. A lock connection's lease has a TTL of 3600 s and is not renewed: runs are
+/// at most that long. `io` must outlive the result.
 kj::Own<System> newEtcdSystem(kj::AsyncIoContext& io, std::vector<std::string> endpoints);
 
 // --- processes ------------------------------------------------------------------------------

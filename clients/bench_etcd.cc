@@ -71,6 +71,40 @@ class EtcdConnection final : public KvConnection {
     });
   }
 
+  kj::Promise<Status> leaseCycle() override {
+    return post("/v3/lease/grant", "{\"TTL\":10}").then([this](Reply r) -> kj::Promise<Status> {
+      if (!r.status.ok()) return r.status;
+      std::string id = jsonString(r.body, "ID");
+      if (id.empty()) return Status{Code::INTERNAL, "lease grant reply without an ID: " + r.body};
+      return post("/v3/lease/revoke", "{\"ID\":\"" + id + "\"}").then([](Reply r) {
+        return r.status;
+      });
+    });
+  }
+
+  kj::Promise<Status> lockCycle(const std::string& name) override {
+    if (lease_.empty()) {
+      return post("/v3/lease/grant", "{\"TTL\":3600}")
+          .then([this, name](Reply r) -> kj::Promise<Status> {
+            if (!r.status.ok()) return r.status;
+            lease_ = jsonString(r.body, "ID");
+            if (lease_.empty()) {
+              return Status{Code::INTERNAL, "lease grant reply without an ID: " + r.body};
+            }
+            return lockCycle(name);
+          });
+    }
+    return post("/v3/lock/lock", "{\"name\":\"" + base64(name) + "\",\"lease\":\"" + lease_ + "\"}")
+        .then([this](Reply r) -> kj::Promise<Status> {
+          if (!r.status.ok()) return r.status;
+          std::string key = jsonString(r.body, "key");
+          if (key.empty()) return Status{Code::INTERNAL, "lock reply without a key: " + r.body};
+          return post("/v3/lock/unlock", "{\"key\":\"" + key + "\"}").then([](Reply r) {
+            return r.status;
+          });
+        });
+  }
+
   /// The raw reply of one POST; a transport failure or a non-200 answer is a failed status.
   kj::Promise<Reply> post(const char* path, std::string body) {
     if (broken_) {
@@ -134,6 +168,7 @@ class EtcdConnection final : public KvConnection {
   kj::Own<kj::NetworkAddress> address_;
   kj::Own<kj::HttpClient> http_;
   bool broken_ = false;
+  std::string lease_;  // the lock workload's lease, as the gateway spells its ID
 };
 
 class EtcdSystem final : public System {

@@ -10,29 +10,30 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <errno.h>
+
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "clients/bench.h"
+#include "clients/leases.h"
 #include "clients/synod_client.h"
+#include "clients/watch_client.h"
 
 namespace synod::clients::bench {
 namespace {
 
-// Workloads that need RPCs this build of the load generator does not drive yet: each gets a
-// Worker::operation branch once the daemon serves it (lease grant+revoke through Leases,
-// lock+unlock through Locks, watch fan-out through Kv.watch: events/s delivered to N watchers).
-const std::vector<std::string> PLANNED_WORKLOADS = {"lease", "lock", "watch"};
-const std::vector<std::string> WORKLOADS = {"put",          "get",  "get-leader",
-                                            "get-follower", "sget", "txn"};
+const std::vector<std::string> WORKLOADS = {"put", "get",   "get-leader", "get-follower", "sget",
+                                            "txn", "lease", "lock",       "watch"};
 
 struct Options {
   std::vector<std::string> sockets;
@@ -55,7 +56,18 @@ struct Options {
   // Failover mode: this many rounds of stopping the leader, per signal.
   uint32_t failoverRounds = 0;
   std::vector<int> signals{SIGKILL, SIGTERM};
+  uint32_t locks = 16;     // the lock workload's names
+  double watchRate = 0;    // the watch workload's puts per second; 0 = closed loop
+  uint32_t processes = 1;  // load generator processes, each with its share of the clients
+  // A load generator process of a --processes run: its first client's index, the members its
+  // clients go to in turn, and when to start (steady_clock nanoseconds, shared by the machine).
+  bool child = false;
+  uint32_t childFirst = 0;
+  std::vector<size_t> childOrder;
+  int64_t childStartNs = 0;
 };
+
+[[noreturn]] void usage(const char* problem);
 
 double since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -93,10 +105,41 @@ class SynodConnection final : public KvConnection {
     return client_.txn(std::move(txn)).then([](Result<TxnReply> r) { return r.status; });
   }
 
+  kj::Promise<Status> leaseCycle() override {
+    return client_.grantLease(10000).then([this](Result<LeaseGrant> r) -> kj::Promise<Status> {
+      if (!r.ok()) return r.status;
+      KJ_IF_MAYBE (cap, r->lease) {
+        return client_.revokeLease(*cap).then([](Result<Empty> r) { return r.status; });
+      }
+      return Status{Code::INTERNAL, "a granted lease without its capability"};
+    });
+  }
+
+  kj::Promise<Status> lockCycle(const std::string& name) override {
+    if (lease_.get() == nullptr) {
+      LeaseSettings settings;
+      settings.ttlMs = 10000;
+      return Lease::grant(client_, settings)
+          .then([this, name](Result<kj::Own<Lease>> r) -> kj::Promise<Status> {
+            if (!r.ok()) return r.status;
+            lease_ = kj::mv(r.reply);
+            return lockCycle(name);
+          });
+    }
+    if (lease_->expired()) return Status{Code::UNAVAILABLE, "the lock lease expired"};
+    uint64_t id = lease_->id();
+    return client_.lock(name, id, true, 10000)
+        .then([this, name, id](Result<FenceReply> r) -> kj::Promise<Status> {
+          if (!r.ok()) return r.status;
+          return client_.unlock(name, id).then([](Result<Empty> r) { return r.status; });
+        });
+  }
+
   AsyncClient& client() { return client_; }
 
  private:
   AsyncClient client_;
+  kj::Own<Lease> lease_;  // the lock workload's; goes before the client
 };
 
 class SynodSystem final : public System {
@@ -146,6 +189,7 @@ struct Outcome {
     uint64_t peakRssKb = 0;
   };
   std::vector<Member> members;  // the sampled processes
+  uint64_t puts = 0;            // watch: the acknowledged puts
 };
 
 // One closed-loop client: runs operations back to back until `end` or until `maxOps` operations
@@ -171,7 +215,9 @@ class Worker {
     std::string key = "bench/" + std::to_string((index_ * 7919 + counter_++) % options_.keys);
     auto started = Clock::now();
     return operation(key).then([this, started](Status status) {
-      if (status.ok() || status.code == Code::NOT_FOUND) {
+      bool read =
+          workload_ != "put" && workload_ != "txn" && workload_ != "lease" && workload_ != "lock";
+      if (status.ok() || (read && status.code == Code::NOT_FOUND)) {
         ++outcome_.ok;
         outcome_.latestSuccessStart = std::max(outcome_.latestSuccessStart, started);
         outcome_.latenciesUs.push_back(
@@ -202,6 +248,11 @@ class Worker {
   kj::Promise<Status> operation(const std::string& key) {
     if (workload_ == "put") return connection_->put(key, value_);
     if (workload_ == "txn") return connection_->txn(key, value_, value_);
+    if (workload_ == "lease") return connection_->leaseCycle();
+    if (workload_ == "lock") {
+      return connection_->lockCycle("bench/lock/" +
+                                    std::to_string((index_ * 7919 + counter_) % options_.locks));
+    }
     return connection_->get(key, workload_ == "sget");
   }
 
@@ -244,33 +295,333 @@ struct MemberProcess {
   pid_t pid;
 };
 
+// Runs `clients` closed-loop clients until options.seconds pass or `maxOps` operations started;
+// client i is client number first + i of the run and goes to member order[(first + i) % size].
+void runClients(kj::AsyncIoContext& io, System& system, const Options& options,
+                const std::vector<size_t>& order, uint32_t first, const std::string& workload,
+                uint32_t clients, uint64_t maxOps, Outcome& outcome) {
+  double benchCpu = selfCpuSeconds();
+  auto started = Clock::now();
+  auto end = maxOps > 0 ? Clock::time_point::max()
+                        : started + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(options.seconds));
+  std::vector<std::unique_ptr<Worker>> workers;
+  kj::Vector<kj::Promise<void>> running;
+  for (uint32_t i = first; i < first + clients; ++i) {
+    workers.push_back(std::make_unique<Worker>(system.connect(order[i % order.size()]), options,
+                                               workload, i, outcome, end, maxOps));
+    running.add(workers.back()->run());
+  }
+  kj::joinPromises(running.releaseAsArray()).wait(io.waitScope);
+  outcome.seconds = since(started);
+  outcome.benchCpuSeconds = selfCpuSeconds() - benchCpu;
+}
+
+// --- several load generator processes -----------------------------------------------------------
+
+// Latency histogram buckets: whole microseconds below 1 ms, three significant digits above (at
+// most 1 % off), so that the processes' raw histograms merge exactly.
+uint64_t latencyBucket(double us) {
+  uint64_t v = static_cast<uint64_t>(us < 0 ? 0 : us);
+  uint64_t shift = 0;
+  while (v >= 1000) {
+    v /= 10;
+    ++shift;
+  }
+  return shift * 1000 + v;
+}
+
+double bucketUs(uint64_t bucket) {
+  double v = static_cast<double>(bucket % 1000);
+  for (uint64_t i = 0; i < bucket / 1000; ++i)
+    v *= 10;
+  return v;
+}
+
+// A load generator process's result on its stdout: counts, then the histogram as BUCKET:COUNT
+// pairs, then the first error (the rest of the output).
+void printChildOutcome(const Outcome& o) {
+  std::map<uint64_t, uint64_t> histogram;
+  for (double us : o.latenciesUs)
+    ++histogram[latencyBucket(us)];
+  std::printf("%llu %llu %llu %.6f %.6f\n", static_cast<unsigned long long>(o.ok),
+              static_cast<unsigned long long>(o.failed), static_cast<unsigned long long>(o.started),
+              o.seconds, o.benchCpuSeconds);
+  for (const auto& [bucket, count] : histogram) {
+    std::printf("%llu:%llu ", static_cast<unsigned long long>(bucket),
+                static_cast<unsigned long long>(count));
+  }
+  std::printf("\n%s", o.firstError.c_str());
+  std::fflush(stdout);
+}
+
+// Reads a load generator process's result into `outcome`, adding to what is there.
+bool mergeChildOutcome(const std::string& text, Outcome& outcome) {
+  size_t line1 = text.find('\n');
+  size_t line2 = line1 == std::string::npos ? std::string::npos : text.find('\n', line1 + 1);
+  if (line2 == std::string::npos) return false;
+  unsigned long long ok = 0, failed = 0, started = 0;
+  double seconds = 0, cpu = 0;
+  if (std::sscanf(text.c_str(), "%llu %llu %llu %lf %lf", &ok, &failed, &started, &seconds, &cpu) !=
+      5) {
+    return false;
+  }
+  outcome.ok += ok;
+  outcome.failed += failed;
+  outcome.started += started;
+  outcome.seconds = std::max(outcome.seconds, seconds);
+  outcome.benchCpuSeconds += cpu;
+  const char* p = text.c_str() + line1 + 1;
+  const char* stop = text.c_str() + line2;
+  while (p < stop) {
+    char* next = nullptr;
+    unsigned long long bucket = std::strtoull(p, &next, 10);
+    if (next == p || *next != ':') break;
+    unsigned long long count = std::strtoull(next + 1, &next, 10);
+    outcome.latenciesUs.insert(outcome.latenciesUs.end(), count, bucketUs(bucket));
+    p = next;
+    while (p < stop && *p == ' ')
+      ++p;
+  }
+  if (outcome.firstError.empty()) outcome.firstError = text.substr(line2 + 1);
+  return true;
+}
+
+// Runs the clients in options.processes processes (this program again), each with its share, all
+// starting at once, and merges their counts and raw histograms.
+void runProcesses(System& system, const Options& options, const std::vector<size_t>& order,
+                  const std::string& workload, uint32_t clients, Outcome& outcome) {
+  uint32_t processes = std::min(options.processes, clients);
+  auto startAt = Clock::now() + std::chrono::milliseconds(300);  // past every process's setup
+  std::vector<std::pair<pid_t, int>> children;
+  uint32_t first = 0;
+  for (uint32_t p = 0; p < processes; ++p) {
+    uint32_t share = clients / processes + (p < clients % processes ? 1 : 0);
+    std::vector<std::string> args = {"synod-bench", "--child", std::to_string(first)};
+    std::string members, orderText;
+    for (size_t i = 0; i < system.members(); ++i)
+      members += (i ? "," : "") + system.memberName(i);
+    for (size_t m : order)
+      orderText += (orderText.empty() ? "" : ",") + std::to_string(m);
+    if (std::string(system.name()) == "etcd") {
+      args.insert(args.end(), {"--etcd", members});
+    } else {
+      for (size_t i = 0; i < system.members(); ++i)
+        args.insert(args.end(), {"--socket", system.memberName(i)});
+    }
+    args.insert(
+        args.end(),
+        {"--child-order", orderText, "--child-start",
+         std::to_string(startAt.time_since_epoch().count()), "--workload", workload, "--clients",
+         std::to_string(share), "--value-bytes", std::to_string(options.valueBytes), "--keys",
+         std::to_string(options.keys), "--locks", std::to_string(options.locks)});
+    if (options.ops > 0) {
+      uint64_t ops = options.ops / processes + (p < options.ops % processes ? 1 : 0);
+      args.insert(args.end(), {"--ops", std::to_string(std::max<uint64_t>(ops, 1))});
+    } else {
+      char seconds[32];
+      std::snprintf(seconds, sizeof(seconds), "%.6f", options.seconds);
+      args.insert(args.end(), {"--seconds", seconds});
+    }
+    int fds[2];
+    KJ_SYSCALL(pipe(fds));
+    pid_t pid = fork();
+    KJ_SYSCALL(pid);
+    if (pid == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      close(fds[1]);
+      std::vector<char*> argv;
+      for (auto& a : args)
+        argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    children.emplace_back(pid, fds[0]);
+    first += share;
+  }
+  for (auto [pid, fd] : children) {
+    std::string text;
+    char buffer[65536];
+    ssize_t n;
+    while ((n = read(fd, buffer, sizeof(buffer))) != 0) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) break;
+      text.append(buffer, static_cast<size_t>(n));
+    }
+    close(fd);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!mergeChildOutcome(text, outcome) || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      ++outcome.failed;
+      if (outcome.firstError.empty()) {
+        outcome.firstError = "a load generator process failed (exit status " +
+                             std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")";
+      }
+    }
+  }
+}
+
+// A load generator process of a --processes run: its clients, from the start time on; the result
+// on stdout for the parent.
+int runChild(kj::AsyncIoContext& io, const Options& options) {
+  kj::Own<System> system;
+  if (!options.etcd.empty()) {
+    system = newEtcdSystem(io, options.etcd);
+  } else {
+    system = kj::heap<SynodSystem>(io, options.sockets);
+  }
+  for (size_t m : options.childOrder) {
+    if (m >= system->members()) usage("--child-order names a member that is not given");
+  }
+  auto startAt = Clock::time_point(Clock::duration(options.childStartNs));
+  auto now = Clock::now();
+  if (startAt > now) {
+    auto wait = std::chrono::duration_cast<std::chrono::microseconds>(startAt - now).count();
+    io.provider->getTimer().afterDelay(wait * kj::MICROSECONDS).wait(io.waitScope);
+  }
+  Outcome outcome;
+  runClients(io, *system, options, options.childOrder, options.childFirst, options.workloads[0],
+             options.clients[0], options.ops, outcome);
+  printChildOutcome(outcome);
+  return 0;
+}
+
+// --- watch fan-out ------------------------------------------------------------------------------
+
+// `watchers` watchers on one prefix, spread over the members in `order`, and one writer at the
+// first member (the leader's) putting under that prefix, closed-loop or at options.watchRate.
+// ok = events delivered to all watchers; latency = from the put's acknowledgement to each
+// watcher's event (0 when the event came first); failed = failed puts + events never delivered.
+void runWatchFanout(kj::AsyncIoContext& io, const std::vector<std::string>& sockets,
+                    const Options& options, const std::vector<size_t>& order, uint32_t watchers,
+                    Outcome& outcome) {
+  static uint32_t runs = 0;
+  std::string prefix =
+      "bench/watch/" + std::to_string(getpid()) + "." + std::to_string(++runs) + "/";
+  auto& timer = io.provider->getTimer();
+  std::vector<std::unique_ptr<AsyncClient>> clients;
+  kj::Vector<kj::Promise<void>> watches;
+  uint32_t started = 0;
+  std::vector<std::pair<uint64_t, Clock::time_point>> events;  // revision, arrival
+  for (uint32_t i = 0; i < watchers; ++i) {
+    clients.push_back(std::make_unique<AsyncClient>(
+        *io.provider, ClientOptions{sockets[order[i % order.size()]], 5000, 1000}));
+    WatchRequest request;
+    request.key = prefix;
+    watches.add(runWatch(
+                    *clients.back(), timer, request,
+                    [&](const Result<WatchStarted>& r) {
+                      if (r.ok()) {
+                        ++started;
+                      } else if (outcome.firstError.empty()) {
+                        outcome.firstError = "watch: " + r.status.message;
+                      }
+                    },
+                    [&](WatchUpdate&& update) {
+                      auto now = Clock::now();
+                      for (const auto& e : update.events)
+                        events.emplace_back(e.kv.modRevision, now);
+                      return true;
+                    })
+                    .then([&](Result<WatchStarted> r) {
+                      if (!r.ok() && outcome.firstError.empty()) {
+                        outcome.firstError = "watch ended: " + r.status.message;
+                      }
+                    }));
+  }
+  auto ready = Clock::now() + std::chrono::seconds(10);
+  while (started < watchers && Clock::now() < ready) {
+    timer.afterDelay(5 * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  if (started < watchers) {
+    outcome.failed += watchers - started;
+    if (outcome.firstError.empty()) outcome.firstError = "not every watch started within 10 s";
+    return;
+  }
+  AsyncClient writer(*io.provider, ClientOptions{sockets[order[0]], 5000, 1000});
+  std::map<uint64_t, Clock::time_point> acks;  // revision of each successful put
+  uint64_t puts = 0, failedPuts = 0;
+  std::string value(options.valueBytes, 'v');
+  double benchCpu = selfCpuSeconds();
+  auto begin = Clock::now();
+  auto end = begin + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(options.seconds));
+  while (options.ops > 0 ? puts < options.ops : Clock::now() < end) {
+    if (options.watchRate > 0) {
+      auto due = begin + std::chrono::duration_cast<Clock::duration>(
+                             std::chrono::duration<double>(puts / options.watchRate));
+      auto now = Clock::now();
+      if (due > now) {
+        auto wait = std::chrono::duration_cast<std::chrono::microseconds>(due - now).count();
+        timer.afterDelay(wait * kj::MICROSECONDS).wait(io.waitScope);
+      }
+    }
+    ++puts;
+    auto r = writer.put(prefix + std::to_string(puts % options.keys), value).wait(io.waitScope);
+    if (r.ok()) {
+      acks.emplace(r.header.revision, Clock::now());
+    } else {
+      ++failedPuts;
+      if (outcome.firstError.empty()) outcome.firstError = "put: " + r.status.message;
+    }
+  }
+  // Every watcher has had every acknowledged put, or 10 s passed.
+  uint64_t expected = acks.size() * watchers;
+  auto drained = Clock::now() + std::chrono::seconds(10);
+  while (events.size() < expected && Clock::now() < drained) {
+    timer.afterDelay(5 * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  outcome.seconds = since(begin);
+  outcome.benchCpuSeconds = selfCpuSeconds() - benchCpu;
+  watches = kj::Vector<kj::Promise<void>>();  // cancels the watches
+  uint64_t delivered = 0;
+  for (const auto& [revision, at] : events) {
+    auto ack = acks.find(revision);
+    if (ack == acks.end()) continue;
+    ++delivered;
+    outcome.latenciesUs.push_back(
+        std::max(0.0, std::chrono::duration<double, std::micro>(at - ack->second).count()));
+  }
+  outcome.ok = delivered;
+  outcome.started = puts;
+  outcome.puts = puts - failedPuts;
+  outcome.failed = failedPuts + (expected > delivered ? expected - delivered : 0);
+  if (expected > delivered && outcome.firstError.empty()) {
+    outcome.firstError = std::to_string(expected - delivered) + " events not delivered in 10 s";
+  }
+}
+
 Outcome runOne(kj::AsyncIoContext& io, System& system, const Options& options,
                const std::vector<MemberProcess>& processes, const std::string& workload,
                uint32_t clients) {
   Outcome outcome;
   outcome.workload = workload;
   outcome.clients = clients;
-  auto order = placement(workload, system.members(), system.leader(io.waitScope));
+  // A loaded machine can leave the group briefly without a leader between runs: wait up to 10 s.
+  int leader = system.leader(io.waitScope);
+  for (int i = 0; i < 100 && leader < 0; ++i) {
+    io.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).wait(io.waitScope);
+    leader = system.leader(io.waitScope);
+  }
+  auto order = placement(workload, system.members(), leader);
   std::vector<ProcessSample> before;
   for (const auto& p : processes) {
     resetPeakRss(p.pid);
     before.push_back(sampleProcess(p.pid));
   }
-  double benchCpu = selfCpuSeconds();
-  auto started = Clock::now();
-  auto end = options.ops > 0 ? Clock::time_point::max()
-                             : started + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(options.seconds));
-  std::vector<std::unique_ptr<Worker>> workers;
-  kj::Vector<kj::Promise<void>> running;
-  for (uint32_t i = 0; i < clients; ++i) {
-    workers.push_back(std::make_unique<Worker>(system.connect(order[i % order.size()]), options,
-                                               workload, i, outcome, end, options.ops));
-    running.add(workers.back()->run());
+  if (workload == "watch") {
+    std::vector<std::string> sockets;
+    for (size_t i = 0; i < system.members(); ++i)
+      sockets.push_back(system.memberName(i));
+    runWatchFanout(io, sockets, options, order, clients, outcome);
+  } else if (options.processes > 1) {
+    runProcesses(system, options, order, workload, clients, outcome);
+  } else {
+    runClients(io, system, options, order, 0, workload, clients, options.ops, outcome);
   }
-  kj::joinPromises(running.releaseAsArray()).wait(io.waitScope);
-  outcome.seconds = since(started);
-  outcome.benchCpuSeconds = selfCpuSeconds() - benchCpu;
   for (size_t i = 0; i < processes.size(); ++i) {
     auto after = sampleProcess(processes[i].pid);
     Outcome::Member member{processes[i].name, processes[i].pid, 0, 0, 0, after.peakRssKb};
@@ -378,11 +729,18 @@ void reportOutcome(Report& report, const Options& options, const Outcome& o) {
       "{\"kind\":\"workload\",\"workload\":\"%s\",\"clients\":%u,\"valueBytes\":%zu,"
       "\"seconds\":%.3f,\"ok\":%llu,\"failed\":%llu,\"opsPerSecond\":%.1f,\"p50Us\":%.1f,"
       "\"p90Us\":%.1f,\"p99Us\":%.1f,\"p999Us\":%.1f,\"cpuSecondsPer1000\":%.4f,"
-      "\"peakRssKb\":%llu,\"benchCpuSeconds\":%.3f,\"members\":[%s]}",
+      "\"peakRssKb\":%llu,\"benchCpuSeconds\":%.3f,\"processes\":%u%s,\"members\":[%s]}",
       o.workload.c_str(), o.clients, options.valueBytes, o.seconds,
       static_cast<unsigned long long>(o.ok), static_cast<unsigned long long>(o.failed), throughput,
       percentile(l, 50), percentile(l, 90), percentile(l, 99), percentile(l, 99.9), cpuPer1000,
-      static_cast<unsigned long long>(peakRssKb), o.benchCpuSeconds, members.c_str()));
+      static_cast<unsigned long long>(peakRssKb), o.benchCpuSeconds,
+      o.workload == "watch" ? 1 : std::min(options.processes, o.clients),
+      o.workload == "watch"
+          ? format(",\"watchers\":%u,\"puts\":%llu,\"putsPerSecond\":%.1f", o.clients,
+                   static_cast<unsigned long long>(o.puts), o.seconds > 0 ? o.puts / o.seconds : 0)
+                .c_str()
+          : "",
+      members.c_str()));
   report.markdown(format("| %s | %u | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %s | %llu |\n",
                          o.workload.c_str(), o.clients, throughput, percentile(l, 50),
                          percentile(l, 90), percentile(l, 99), percentile(l, 99.9),
@@ -492,8 +850,6 @@ void reportFloor(Report& report, const Options& options, const Floor& floor,
 }
 
 // --- running the group ------------------------------------------------------------------------
-
-[[noreturn]] void usage(const char* problem);
 
 // The value of a top-level `name:` line of a member's YAML config.
 std::string configValue(const std::string& config, const std::string& name) {
@@ -651,9 +1007,10 @@ void usage(const char* problem) {
   if (problem) std::fprintf(stderr, "synod-bench: %s\n", problem);
   std::fprintf(
       stderr,
-      "usage: synod-bench [TARGET] [--workload put,get-leader,get-follower,sget,txn]\n"
+      "usage: synod-bench [TARGET] [--workload put,get-leader,get-follower,sget,txn,...]\n"
       "                   [--clients 1,8,64,256] [--seconds 5 | --ops N] [--value-bytes 100]\n"
-      "                   [--keys 1000] [--pid PID,...] [--idle-seconds S] [--floor DIR]\n"
+      "                   [--keys 1000] [--locks 16] [--rate PUTS_PER_S] [--processes P]\n"
+      "                   [--pid PID,...] [--idle-seconds S] [--floor DIR]\n"
       "                   [--floor-commits 200] [--json] [--json-file PATH]\n"
       "       synod-bench --failover ROUNDS --synod PATH --config FILE... [--signal KILL,TERM]\n"
       "TARGET is one of:\n"
@@ -663,10 +1020,14 @@ void usage(const char* problem) {
       "  --etcd HOST:PORT,...       etcd members' client URLs, through the HTTP/JSON gateway\n"
       "Workloads: put; get-leader, get-follower (linearizable get at the leader's member, at the\n"
       "followers'); get (linearizable, spread); sget (serializable get); txn (compare value,\n"
-      "put). Clients are spread over the members, the leader's first. lease, lock and watch\n"
-      "are planned. --pid names member processes to sample (CPU s per 1,000 ops, peak RSS);\n"
-      "--idle-seconds samples them idle first. --floor DIR measures one LMDB commit in DIR,\n"
-      "a loopback TCP round trip and a socket RPC (synod only).\n"
+      "put); lease (grant + revoke); lock (lock + unlock one of --locks names with the\n"
+      "client's own lease); watch (synod only: CLIENTS watchers on one prefix over the members,\n"
+      "one writer at the leader's member, closed-loop or --rate puts/s; ops/s = events\n"
+      "delivered to all watchers, latency = put acknowledged to event). Clients are spread over\n"
+      "the members, the leader's first. --processes P runs the clients in P processes (not\n"
+      "watch) and merges their histograms. --pid names member processes to sample (CPU s per\n"
+      "1,000 ops, peak RSS); --idle-seconds samples them idle first. --floor DIR measures one\n"
+      "LMDB commit in DIR, a loopback TCP round trip and a socket RPC (synod only).\n"
       "Failover: runs the group itself, writes steadily through the followers' members, stops\n"
       "the leader ROUNDS times per signal and reports how long writes stalled.\n"
       "Output: a markdown table on stdout, or JSON lines with --json; progress on stderr.\n");
@@ -715,9 +1076,6 @@ void parseArgument(Options& options, const std::string& arg,
   } else if (arg == "--workload") {
     options.workloads = splitCommas(next());
     for (const auto& w : options.workloads) {
-      if (contains(PLANNED_WORKLOADS, w)) {
-        usage(("workload " + w + " is not available yet (needs the daemon's RPC for it)").c_str());
-      }
       if (!contains(WORKLOADS, w)) usage(("unknown workload " + w).c_str());
     }
     if (options.workloads.empty()) usage("--workload needs at least one workload");
@@ -775,6 +1133,28 @@ void parseArgument(Options& options, const std::string& arg,
       }
     }
     if (options.signals.empty()) usage("--signal must be KILL, TERM or KILL,TERM");
+  } else if (arg == "--locks") {
+    options.locks = static_cast<uint32_t>(parseNumber(next(), "--locks"));
+    if (options.locks < 1 || options.locks > 100000) usage("--locks must be 1..100000");
+  } else if (arg == "--rate") {
+    std::string text = next();
+    char* end = nullptr;
+    options.watchRate = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || !(options.watchRate >= 0 && options.watchRate <= 1e6)) {
+      usage(("--rate must be a number of puts per second up to 1000000: " + text).c_str());
+    }
+  } else if (arg == "--processes") {
+    uint64_t count = parseNumber(next(), "--processes");
+    if (count < 1 || count > 64) usage("--processes must be 1..64");
+    options.processes = static_cast<uint32_t>(count);
+  } else if (arg == "--child") {
+    options.child = true;
+    options.childFirst = static_cast<uint32_t>(parseNumber(next(), "--child"));
+  } else if (arg == "--child-order") {
+    for (const auto& m : splitCommas(next()))
+      options.childOrder.push_back(parseNumber(m, "--child-order"));
+  } else if (arg == "--child-start") {
+    options.childStartNs = static_cast<int64_t>(parseNumber(next(), "--child-start"));
   } else if (arg == "--help" || arg == "-h") {
     usage(nullptr);
   } else {
@@ -790,6 +1170,14 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage((arg + " needs a value").c_str());
       return argv[++i];
     });
+  }
+  if (options.child) {
+    if (options.childOrder.empty() || options.workloads.size() != 1 ||
+        options.clients.size() != 1 || options.workloads[0] == "watch") {
+      usage("--child needs --child-order, one --workload other than watch and one --clients");
+    }
+    if (options.sockets.empty() == options.etcd.empty()) usage("--child needs --socket or --etcd");
+    return options;
   }
   bool runGroup = !options.configs.empty() || !options.synod.empty();
   if (runGroup && (options.synod.empty() || options.configs.empty())) {
@@ -858,6 +1246,10 @@ int runWorkloads(kj::AsyncIoContext& io, const Options& options) {
       "| peak RSS MB | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::vector<Outcome> outcomes;
   for (const auto& workload : options.workloads) {
+    if (workload == "watch" && !options.etcd.empty()) {
+      std::fprintf(stderr, "synod-bench: etcd: watch is synod-only here, skipped\n");
+      continue;
+    }
     for (uint32_t clients : options.clients) {
       std::fprintf(stderr, "synod-bench: %s %s with %u clients for %s\n", system->name(),
                    workload.c_str(), clients, limit.c_str());
@@ -875,8 +1267,9 @@ int main(int argc, char** argv) {
   auto io = kj::setupAsyncIo();
   int status = 1;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                 status = options.failoverRounds > 0 ? runFailover(io, options)
-                                                     : runWorkloads(io, options);
+                 status = options.child                ? runChild(io, options)
+                          : options.failoverRounds > 0 ? runFailover(io, options)
+                                                       : runWorkloads(io, options);
                })) {
     std::fprintf(stderr, "synod-bench: %s\n", e->getDescription().cStr());
     return 1;

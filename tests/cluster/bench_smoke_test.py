@@ -11,7 +11,7 @@ from harness import Daemon, check, main, single_member_config
 
 FIELDS = ["system", "kind", "workload", "clients", "valueBytes", "seconds", "ok", "failed",
           "opsPerSecond", "p50Us", "p90Us", "p99Us", "p999Us", "cpuSecondsPer1000", "peakRssKb",
-          "benchCpuSeconds", "members"]
+          "benchCpuSeconds", "processes", "members"]
 
 
 def bench_path():
@@ -67,7 +67,8 @@ def test_bench_smoke(synod, synodctl, workdir):
     p = subprocess.run([bench, "--socket", sock, "--ops", "5", "--workload", "get-follower"],
                        capture_output=True, text=True, timeout=60)
     check(p.returncode == 1 and "more than one member" in p.stderr, f"get-follower: {p.stderr}")
-    for bad in (["--clients", "0"], ["--workload", "lease"], ["--workload", "nope"],
+    for bad in (["--clients", "0"], ["--processes", "0"], ["--locks", "0"], ["--rate", "-1"],
+                ["--workload", "nope"],
                 ["--seconds", "x"], ["--etcd", "127.0.0.1:1", "--floor", "/tmp"],
                 ["--socket", sock, "--etcd", "127.0.0.1:1"]):
         p = subprocess.run([bench] + bad, capture_output=True, text=True)
@@ -98,6 +99,21 @@ def test_group_smoke(synod, synodctl, workdir):
     check_workloads(rows, 8, 3)
     idle = [r for r in rows if r["kind"] == "idle"]
     check(len(idle) == 1 and len(idle[0]["members"]) == 3, f"no idle report: {rows}")
+    # Leases, locks and watch fan-out for a second each, then reads and locks from two load
+    # generator processes, against the same group started again.
+    rows = run_json([bench, "--synod", synod] + configs +
+                     ["--seconds", "1", "--clients", "4", "--keys", "50", "--locks", "2",
+                      "--workload", "lease,lock,watch"])
+    check_workloads(rows, 3, 3)
+    watch = [r for r in rows if r["workload"] == "watch"][0]
+    check(watch["watchers"] == 4 and watch["puts"] > 0 and watch["ok"] == 4 * watch["puts"],
+          f"every watcher gets every put: {watch}")
+    rows = run_json([bench, "--synod", synod] + configs +
+                    ["--seconds", "0.5", "--clients", "1,4", "--keys", "50", "--processes", "2",
+                     "--workload", "get-leader,lock"])
+    check_workloads(rows, 4, 3)
+    check([r["processes"] for r in rows if r["kind"] == "workload"] == [1, 2, 1, 2],
+          f"clients split over up to 2 processes: {rows}")
 
 
 def test_failover_smoke(synod, synodctl, workdir):
