@@ -435,6 +435,41 @@ TEST_CASE("a watch from a compacted revision gets compacted, snapshot pages, the
   CHECK(list.getHeader().getRevision() == snapshotAt);
 }
 
+TEST_CASE("a compacted range larger than the watcher's buffer is resynced page by page") {
+  Fixture f;
+  for (int i = 0; i < 12; ++i)
+    f.put("big/" + std::to_string(10 + i), std::string(200, char('a' + i)));
+  // The range (12 keys, 2.4 KB) is three times the buffer (4 changes, 800 bytes): the pages go
+  // out one call at a time, never buffered all at once, so the watcher is not cancelled.
+  f.node->watchHub().setLimits({100, 4, 800, 1 << 20, 3, 60000});
+  auto compact = f.watches.compactRequest();
+  compact.setRevision(f.node->state().revision());
+  REQUIRE(compact.send().wait(f.ws()).getStatus().getCode() == Status::Code::OK);
+
+  Inbox inbox;
+  auto started = f.watch(inbox, "big/", true, 1);
+  REQUIRE(started.code == Status::Code::OK);
+  CHECK(started.compacted);
+  f.until(
+      [&] {
+        return !inbox.messages.empty() && inbox.messages.back().kind == Message::SNAPSHOT &&
+               inbox.messages.back().last;
+      },
+      "the last snapshot page");
+  size_t keys = 0;
+  for (const Message& m : inbox.messages) {
+    CHECK(m.kind != Message::CANCELLED);
+    if (m.kind == Message::SNAPSHOT) {
+      CHECK(m.kvs.size() <= 3);
+      keys += m.kvs.size();
+    }
+  }
+  CHECK(keys == 12);
+  f.put("big/live", "after");
+  f.until([&] { return inbox.events().size() == 1; }, "the live event");
+  CHECK(inbox.events()[0].key == "big/live");
+}
+
 TEST_CASE("a slow watcher is cancelled with its reason while a fast one gets everything") {
   Fixture f;
   f.node->watchHub().setLimits({100, 5, 1 << 20, 1 << 20, 1000, 60000});
