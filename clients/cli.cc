@@ -411,9 +411,9 @@ ParsedInvocation buildCommand(const CommandSpec& spec, const SortedWords& words,
   } else if (name == "compact") {
     auto compactTo = parseNumber(args[0], UINT64_MAX);
     if (!compactTo || *compactTo == 0) {
-      return fail("compact: REV must be a revision of 1 or more, got '" + displayText(args[0]) +
-                      "'",
-                  &spec);
+      return fail(
+          "compact: REV must be a revision of 1 or more, got '" + displayText(args[0]) + "'",
+          &spec);
     }
     invocation.command = CompactCommand{*compactTo};
   } else if (name == "help") {
@@ -552,8 +552,7 @@ Parsed<Invocation> parseInvocation(const std::vector<std::string>& args, ParseMo
                 spec);
   } else if (mode == ParseMode::SHELL_LINE && spec->name == "shell") {
     return fail("'shell' cannot run inside a shell session", spec);
-  } else if (mode == ParseMode::SHELL_LINE &&
-             (spec->name == "lock" || spec->name == "elect")) {
+  } else if (mode == ParseMode::SHELL_LINE && (spec->name == "lock" || spec->name == "elect")) {
     return fail("'" + std::string(spec->name) + "' cannot run inside a shell session", spec);
   } else {
     return buildCommand(*spec, words, std::move(invocation));
@@ -1727,9 +1726,9 @@ Rendered execute(Client& client, const Invocation& invocation, bool tty) {
     return renderList(*list, listAllPages(client, *list, timeoutMs), options);
   }
   if (auto* compact = std::get_if<CompactCommand>(&command)) {
-    return renderCompact(clients::compact(client.async(), compact->revision, timeoutMs)
-                             .wait(client.waitScope()),
-                         options);
+    return renderCompact(
+        clients::compact(client.async(), compact->revision, timeoutMs).wait(client.waitScope()),
+        options);
   }
   if (std::holds_alternative<WatchCommand>(command)) {
     return renderUsageError("'watch' streams: run it on its own, not inside 'shell'", {}, options);

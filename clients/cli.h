@@ -58,7 +58,7 @@ struct ListCommand {
   uint32_t limit = 0;  // page size; 0 = the daemon's maximum
   std::string startAfter;
   bool serializable = false;
-  bool all = false;  // follow `more` until the last page
+  bool all = false;       // follow `more` until the last page
   uint64_t revision = 0;  // --rev: read at this past revision (0 = now)
 };
 
@@ -121,11 +121,11 @@ struct ShellCommand {};
 struct HelpCommand {};
 struct VersionCommand {};
 
-using Command = std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand,
-                             StatusCommand, TransferLeaderCommand, HealthCommand, ShellCommand,
-                             HelpCommand, VersionCommand, MembersCommand, LeaseCommand,
-                             LeaderCommand, CheckFenceCommand, ObserveCommand, HoldCommand,
-                             WatchCommand, CompactCommand>;
+using Command =
+    std::variant<GetCommand, PutCommand, DelCommand, ListCommand, TxnCommand, StatusCommand,
+                 TransferLeaderCommand, HealthCommand, ShellCommand, HelpCommand, VersionCommand,
+                 MembersCommand, LeaseCommand, LeaderCommand, CheckFenceCommand, ObserveCommand,
+                 HoldCommand, WatchCommand, CompactCommand>;
 
 struct Invocation {
   GlobalOptions global;

@@ -125,8 +125,8 @@ TEST_CASE("lease, leader, check-fence, lock, elect, observe: parsing and usage e
   CHECK(contains(parse({"lock", "db", "--"}).error, "expected"));
   CHECK(contains(parse({"lock", "db", "--ttl", "1000", "--", "x"}).error, "too long"));
   CHECK(contains(parse({"lock", std::string("a\0b", 3), "--", "x"}).error, "NUL"));
-  for (auto words : std::vector<std::vector<std::string>>{{"lock", "x", "--", "y"},
-                                                           {"elect", "x", "--", "y"}}) {
+  for (auto words :
+       std::vector<std::vector<std::string>>{{"lock", "x", "--", "y"}, {"elect", "x", "--", "y"}}) {
     auto line = parseInvocation(words, ParseMode::SHELL_LINE);
     CHECK(contains(line.error, "cannot run inside a shell session"));
   }
