@@ -18,6 +18,7 @@
 #include "daemon/node.h"
 #include "daemon/service.h"
 #include "storage/memory_store.h"
+#include "tests/daemon/local_connection.h"
 
 namespace synod::daemon {
 namespace {
@@ -52,28 +53,16 @@ Config leaseConfig(uint32_t lockDelayMs = 0) {
 
 // One client connection to the member, with its own SO_PEERCRED.
 struct Connection {
-  kj::Own<kj::AsyncIoStream> serverEnd;
-  kj::Own<kj::AsyncIoStream> clientEnd;
-  kj::Own<capnp::TwoPartyVatNetwork> serverNetwork;
-  kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> server;
-  kj::Own<capnp::TwoPartyClient> client;
+  testing::LocalConnection transport;
   rpc::Kv::Client kv = nullptr;
   rpc::Leases::Client leases = nullptr;
   rpc::Locks::Client locks = nullptr;
 
-  Connection(kj::AsyncIoContext& io, Node& node, PeerCredentials caller) {
-    auto pipe = io.provider->newTwoWayPipe();
-    serverEnd = kj::mv(pipe.ends[0]);
-    clientEnd = kj::mv(pipe.ends[1]);
-    serverNetwork =
-        kj::heap<capnp::TwoPartyVatNetwork>(*serverEnd, capnp::rpc::twoparty::Side::SERVER);
-    server = kj::heap(capnp::makeRpcServer(
-        *serverNetwork, capnp::Capability::Client(newSynodBootstrap(node, caller))));
-    client = kj::heap<capnp::TwoPartyClient>(*clientEnd);
-    auto synod = client->bootstrap().castAs<rpc::Synod>();
-    kv = synod.kvRequest().send().getKv();
-    leases = synod.leasesRequest().send().getLeases();
-    locks = synod.locksRequest().send().getLocks();
+  Connection(kj::AsyncIoContext& io, Node& node, PeerCredentials caller)
+      : transport(io, node, caller) {
+    kv = transport.synod.kvRequest().send().getKv();
+    leases = transport.synod.leasesRequest().send().getLeases();
+    locks = transport.synod.locksRequest().send().getLocks();
   }
 
   // Closes the connection as a crashed app would: every capability it held is dropped.
@@ -81,9 +70,6 @@ struct Connection {
     kv = nullptr;
     leases = nullptr;
     locks = nullptr;
-    client = nullptr;
-    server = nullptr;
-    serverNetwork = nullptr;
   }
 };
 

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "daemon/node.h"
 #include "daemon/service.h"
 #include "storage/memory_store.h"
+#include "tests/daemon/local_connection.h"
 
 namespace synod::daemon {
 namespace {
@@ -149,34 +151,21 @@ struct Fixture {
   Config config;
   storage::MemoryStore store;
   std::unique_ptr<Node> node;
-  kj::Own<capnp::TwoPartyVatNetwork> serverNetwork;
-  kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> server;
-  kj::Own<capnp::TwoPartyClient> client;
-  kj::Own<kj::AsyncIoStream> serverEnd;
-  kj::Own<kj::AsyncIoStream> clientEnd;
+  std::optional<testing::LocalConnection> connection;
   rpc::Kv::Client kv = nullptr;
   rpc::Watches::Client watches = nullptr;
 
   explicit Fixture(Config configParam = testConfig()) : config(std::move(configParam)) {
     node = std::make_unique<Node>(config, store, io.provider->getTimer(), nullptr, 1);
-    auto pipe = io.provider->newTwoWayPipe();
-    serverEnd = kj::mv(pipe.ends[0]);
-    clientEnd = kj::mv(pipe.ends[1]);
-    serverNetwork =
-        kj::heap<capnp::TwoPartyVatNetwork>(*serverEnd, capnp::rpc::twoparty::Side::SERVER);
-    server = kj::heap(capnp::makeRpcServer(
-        *serverNetwork, capnp::Capability::Client(newSynodBootstrap(*node, {4242, 7, 8}))));
-    client = kj::heap<capnp::TwoPartyClient>(*clientEnd);
-    auto synod = client->bootstrap().castAs<rpc::Synod>();
+    connection.emplace(io, *node, PeerCredentials{4242, 7, 8});
+    auto& synod = connection->synod;
     kv = synod.kvRequest().send().getKv();
     watches = synod.watchesRequest().send().getWatches();
   }
   ~Fixture() {
     kv = nullptr;
     watches = nullptr;
-    client = nullptr;
-    server = nullptr;
-    serverNetwork = nullptr;
+    connection.reset();
   }
 
   kj::WaitScope& ws() { return io.waitScope; }
