@@ -82,6 +82,9 @@ election::Options Node::coreOptions(uint64_t memberCount) const {
   options.self = self_;
   options.memberCount = static_cast<uint32_t>(memberCount);
   options.heartbeatIntervalNs = millis(config_.heartbeatMs);
+  options.idleHeartbeatIntervalNs = election::derivedIdleHeartbeatInterval(
+      millis(config_.heartbeatMs), millis(config_.electionTimeoutMs),
+      millis(config_.leaderLeaseMs));
   options.electionTimeoutNs = millis(config_.electionTimeoutMs);
   options.leaderLeaseNs = millis(config_.leaderLeaseMs);
   options.maxClockDrift = config_.maxClockDrift;
@@ -172,6 +175,7 @@ Nanos Node::nextTickAt(Nanos now) const {
   }
   // The core's next deadline, and the next report; at least once per report interval.
   Nanos next = std::min(core_->nextTickAt(), now + millis(REPORT_INTERVAL_MS));
+  if (materializeAt_ != 0) next = std::min(next, materializeAt_);
   if (outbox_ != nullptr) {
     next = std::min(next, lastReportAt_ ? *lastReportAt_ + millis(REPORT_INTERVAL_MS) : now);
   }
@@ -198,7 +202,7 @@ void Node::onTick() {
   restartReads(now);
   snapshotTick(now);
   appLeases_->tick(now);
-  if (core_->hasReady()) scheduleFlush();
+  if (core_->hasReady() || materializeDue(now)) scheduleFlush();
   maybeSendReport(now);
 }
 
@@ -413,7 +417,20 @@ bool Node::takeReady() {
     handleReady(*ready_);
     return true;
   }
-  return state_.hasChanges();
+  return materializeDue(readyTakenAt_);
+}
+
+bool Node::materializeDue(Nanos now) {
+  if (!state_.hasChanges()) {
+    materializeAt_ = 0;
+    return false;
+  }
+  if (materializeAt_ == 0) {
+    materializeAt_ = now + millis(MATERIALIZE_DELAY_MS);
+    rearmTick();
+  }
+  return draining_ || now >= materializeAt_ ||
+         state_.appliedSlot() >= materializedSlot_ + MATERIALIZE_MAX_SLOTS;
 }
 
 void Node::persist() {
@@ -424,7 +441,10 @@ void Node::persist() {
     batch.accepted = std::move(ready_->accepted);
   }
   Slot materialized = materializedSlot_;
-  if (state_.hasChanges()) {
+  // The applied changes go with a commit the core needs anyway, or on their own once due.
+  const bool coreNeedsCommit = (ready_ && ready_->needsPersist()) || recoveredPending_;
+  if (state_.hasChanges() && (coreNeedsCommit || materializeDue(readyTakenAt_))) {
+    materializeAt_ = 0;
     election::StateChanges changes = state_.takeChanges();
     batch.keys = std::move(changes.keys);
     batch.sessions = std::move(changes.sessions);
@@ -509,7 +529,7 @@ void Node::finishPersist(Slot materialized, std::vector<LogEntry> accepted) {
     ready_.reset();
   }
   maybeInstallSnapshot();
-  if (core_->hasReady() || state_.hasChanges()) scheduleFlush();
+  if (core_->hasReady() || materializeDue(bootTimeNow())) scheduleFlush();
   rearmTick();
 }
 

@@ -245,6 +245,13 @@ class Node : private kj::TaskSet::ErrorHandler {
   static constexpr uint64_t REPORT_STALE_MS = 3 * REPORT_INTERVAL_MS;
   // Group commits whose durations the commit latency percentiles are taken over.
   static constexpr size_t COMMIT_SAMPLES = 256;
+  // Applied changes ride on the next commit the core needs (an accept or a promise) instead of a
+  // commit of their own right after the reply: under a steady stream of writes every commit
+  // carries both, and a write never waits for the previous write's materialization. They get a
+  // commit of their own once MATERIALIZE_DELAY_MS have passed without one, or once
+  // MATERIALIZE_MAX_SLOTS applied slots wait (replay at restart stays short).
+  static constexpr uint64_t MATERIALIZE_DELAY_MS = 100;
+  static constexpr Slot MATERIALIZE_MAX_SLOTS = 1024;
 
  private:
   struct PendingWrite {
@@ -304,6 +311,9 @@ class Node : private kj::TaskSet::ErrorHandler {
   void scheduleFlush();
   bool takeReady();
   void persist();
+  // Whether the applied changes not yet in the store must be written now (see
+  // MATERIALIZE_DELAY_MS); notes when they become due otherwise.
+  bool materializeDue(Nanos now);
   // After the commit of persist() is durable: send the votes, advance the core, go on.
   void finishPersist(Slot materialized, std::vector<LogEntry> accepted);
   // Store bytes in use as of the last commit (store_ itself is the commit thread's meanwhile).
@@ -339,6 +349,7 @@ class Node : private kj::TaskSet::ErrorHandler {
   uint64_t nextSequence_ = 1;
   election::ReadId nextReadId_ = 1;
   Slot materializedSlot_ = 0;  // the applied slot durable in the store
+  Nanos materializeAt_ = 0;    // when the applied changes waiting for a commit are due; 0: none
   std::optional<MemberIndex> lastLeader_;
   bool flushScheduled_ = false;
   bool persistScheduled_ = false;
