@@ -56,6 +56,11 @@ const char* roleName(Role role) {
   return "unknown";
 }
 
+Nanos derivedIdleHeartbeatInterval(Nanos heartbeat, Nanos electionTimeout, Nanos leaderLease) {
+  const Nanos idle = std::min({4 * heartbeat, 2 * electionTimeout / 5, leaderLease / 2});
+  return idle > heartbeat ? idle : 0;
+}
+
 std::optional<std::string> validateOptions(const Options& o) {
   if (o.memberCount < 1 || o.memberCount > Options::MAX_MEMBERS) {
     return "memberCount must be in 1.." + std::to_string(Options::MAX_MEMBERS);
@@ -67,6 +72,17 @@ std::optional<std::string> validateOptions(const Options& o) {
   }
   if (o.leaderLeaseNs < o.heartbeatIntervalNs) {
     return "leaderLeaseNs must be at least heartbeatIntervalNs";
+  }
+  if (o.idleHeartbeatIntervalNs != 0) {
+    if (o.idleHeartbeatIntervalNs < o.heartbeatIntervalNs) {
+      return "idleHeartbeatIntervalNs must be 0 or at least heartbeatIntervalNs";
+    }
+    if (o.electionTimeoutNs < 2 * o.idleHeartbeatIntervalNs) {
+      return "electionTimeoutNs must be at least twice idleHeartbeatIntervalNs";
+    }
+    if (o.leaderLeaseNs < 2 * o.idleHeartbeatIntervalNs) {
+      return "leaderLeaseNs must be at least twice idleHeartbeatIntervalNs";
+    }
   }
   if (!(o.maxClockDrift >= 0 && o.maxClockDrift < 0.5)) return "maxClockDrift must be in [0, 0.5)";
   if (o.pipelineWindow < 1 || o.pipelineWindow > (1u << 20)) {
@@ -220,7 +236,7 @@ Nanos Replica::nextTickAt() const {
       break;
   }
   if (heartbeatWanted_) return soon;
-  Nanos next = lastHeartbeatAt_ + interval;
+  Nanos next = lastHeartbeatAt_ + leaderHeartbeatInterval(lastNow_);
   for (const auto& [slot, flight] : inFlight_) {
     if (!flight.decided) next = std::min(next, flight.lastSentAt + interval);
   }
@@ -273,6 +289,7 @@ void Replica::step(MemberIndex from, const PeerMessage& message, Nanos now) {
 ProposeResult Replica::propose(std::string encodedCommand, Nanos now) {
   lastNow_ = std::max(lastNow_, now);
   if (role_ != Role::LEADER) return {ProposeResult::NOT_LEADER, leader_};
+  lastBusyAt_ = lastNow_;
   const uint64_t bytes = encodedCommand.size();
   if (bytes > options_.maxBatchBytes) return {ProposeResult::TOO_LARGE, leader_};
   if (queue_.size() >= options_.maxQueuedCommands ||
@@ -289,6 +306,7 @@ ReadStart Replica::read(ReadId id, Nanos now) {
   now = lastNow_;
   if (pendingReads() >= options_.maxPendingReads) return {ReadStart::BUSY, leader_};
   if (role_ == Role::LEADER) {
+    lastBusyAt_ = now;
     LeaderRead read;
     read.local = true;
     read.id = id;
@@ -529,6 +547,7 @@ void Replica::becomeLeader(Nanos now) {
   role_ = Role::LEADER;
   leader_ = options_.self;
   leaderSince_ = now;
+  lastBusyAt_ = now;
   maxPromisedSlot_ = campaign_.chosen.empty() ? 0 : campaign_.chosen.rbegin()->first;
   recovery_.clear();
   for (Slot slot = decidedSlot_ + 1; slot <= maxPromisedSlot_; ++slot) {
@@ -815,6 +834,7 @@ void Replica::onReadIndexRequest(MemberIndex from, const ReadIndexRequest& m, Na
     send(from, ReadIndexReply{m.requestId, false, 0}, false);
     return;
   }
+  lastBusyAt_ = now;
   if (pendingReads() >= options_.maxPendingReads) return;  // the follower's read times out
   LeaderRead read;
   read.local = false;
@@ -942,9 +962,21 @@ void Replica::sendHeartbeat(Nanos now) {
   broadcast(Heartbeat{ballot_, round.sequence, decidedSlot_}, false);
 }
 
+Nanos Replica::leaderHeartbeatInterval(Nanos now) const {
+  const Nanos idle = options_.idleHeartbeatIntervalNs;
+  if (idle == 0 || now - lastBusyAt_ < options_.electionTimeoutNs || !queue_.empty() ||
+      !recovery_.empty() || !leaderReads_.empty()) {
+    return options_.heartbeatIntervalNs;
+  }
+  for (const auto& [slot, flight] : inFlight_) {
+    if (!flight.decided) return options_.heartbeatIntervalNs;
+  }
+  return idle;
+}
+
 void Replica::leaderTick(Nanos now) {
   const Nanos interval = options_.heartbeatIntervalNs;
-  if (now - lastHeartbeatAt_ >= interval) sendHeartbeat(now);
+  if (now - lastHeartbeatAt_ >= leaderHeartbeatInterval(now)) sendHeartbeat(now);
   for (auto& [slot, flight] : inFlight_) {
     if (flight.decided || now - flight.lastSentAt < interval) continue;
     flight.lastSentAt = now;

@@ -95,6 +95,11 @@ struct Options {
   uint32_t memberCount = 1;  // 1..MAX_MEMBERS; a group of one elects itself at once
 
   Nanos heartbeatIntervalNs = 100 * NANOS_PER_MS;
+  // A leader with nothing to replicate, no read and no proposal for an election timeout heartbeats
+  // this often instead (0: heartbeatIntervalNs). Heartbeats then only keep followers from
+  // campaigning and renew the leader lease, so both bounds below must hold; any proposal or read
+  // returns to heartbeatIntervalNs at once. Saves an idle group most of its wake-ups.
+  Nanos idleHeartbeatIntervalNs = 0;
   // Minimum; each member draws its timeout from [electionTimeoutNs, 2 * electionTimeoutNs).
   Nanos electionTimeoutNs = 1000 * NANOS_PER_MS;
   Nanos leaderLeaseNs = 800 * NANOS_PER_MS;
@@ -128,6 +133,11 @@ struct Options {
 
 // Returns a message naming the first invalid option, or nullopt.
 std::optional<std::string> validateOptions(const Options& options);
+
+// The idle heartbeat interval the daemon and the simulator use: four heartbeat intervals, but at
+// least two and a half heartbeats per (minimum) election timeout and two per leader lease; 0 (off)
+// when that is not longer than `heartbeat`.
+Nanos derivedIdleHeartbeatInterval(Nanos heartbeat, Nanos electionTimeout, Nanos leaderLease);
 
 // What the store holds for this member at start-up (storage/store.h StartState + forEachLogEntry).
 struct PersistedState {
@@ -387,6 +397,8 @@ class Replica {
   void startSlot(Slot slot, Value value);
   void countVote(MemberIndex voter, Slot slot);
   void sendHeartbeat(Nanos now);
+  // The leader's heartbeat interval at `now`: idleHeartbeatIntervalNs once idle (see Options).
+  Nanos leaderHeartbeatInterval(Nanos now) const;
   void leaderTick(Nanos now);
   Nanos leaseDuration() const;
 
@@ -482,6 +494,7 @@ class Replica {
   std::deque<std::string> queue_;
   uint64_t queuedBytes_ = 0;
   Nanos leaderSince_ = 0;
+  Nanos lastBusyAt_ = 0;  // the leader's last proposal or read (idle heartbeats after that)
   Nanos leaseUntil_ = 0;
   uint64_t heartbeatSequence_ = 0;
   Nanos lastHeartbeatAt_ = 0;

@@ -1516,6 +1516,94 @@ TEST_CASE("a quiet leader needs its next tick at its next heartbeat") {
   CHECK(sentIn<Heartbeat>(readies).size() == 2);
 }
 
+// Ticks a scripted leader of 3 every millisecond through `until`, acking every heartbeat from
+// both peers at once; returns when each heartbeat round was sent.
+std::vector<Nanos> heartbeatRounds(Replica& r, Ballot ballot, Nanos& now, Nanos until) {
+  std::vector<Nanos> rounds;
+  for (; now <= until; now += 1 * MS) {
+    r.tick(now);
+    auto heartbeats = sentIn<Heartbeat>(drain(r));
+    if (heartbeats.empty()) continue;
+    rounds.push_back(now);
+    for (auto& [peer, m] : heartbeats)
+      r.step(peer, HeartbeatAck{ballot, m.sequence, 0}, now);
+    drain(r);
+  }
+  return rounds;
+}
+
+TEST_CASE("an idle leader heartbeats at the idle interval; a proposal or read restores the pace") {
+  Options o = testOptions(0, 3);  // heartbeat 10 ms, election timeout 50 ms, lease 40 ms
+  o.idleHeartbeatIntervalNs = 20 * MS;
+  REQUIRE(!validateOptions(o));
+  Single s(o);
+  Replica& r = *s.replica;
+  Nanos now = 0;
+  const Ballot ballot = electByScript(r, 3, now);
+  const Nanos elected = now;
+  drain(r);
+  auto gapsIn = [](const std::vector<Nanos>& rounds, Nanos from, Nanos to) {
+    std::set<Nanos> gaps;
+    for (size_t i = 1; i < rounds.size(); ++i) {
+      if (rounds[i - 1] >= from && rounds[i] <= to) gaps.insert(rounds[i] - rounds[i - 1]);
+    }
+    return gaps;
+  };
+  // Busy for one election timeout after taking over, then idle.
+  auto rounds = heartbeatRounds(r, ballot, now, elected + 200 * MS);
+  CHECK(gapsIn(rounds, elected, elected + 50 * MS) == std::set<Nanos>{10 * MS});
+  CHECK(gapsIn(rounds, elected + 70 * MS, now) == std::set<Nanos>{20 * MS});
+  CHECK(r.role() == Role::LEADER);
+  CHECK(r.leaseHeldUntil() > now);  // idle heartbeats keep the lease
+  // The idle leader's next tick is its next idle heartbeat.
+  CHECK(r.nextTickAt() == rounds.back() + 20 * MS);
+
+  // A read makes it busy again for an election timeout.
+  const Nanos readAt = now;
+  REQUIRE(r.read(1, now).status == ReadStart::PENDING);
+  drain(r);
+  rounds = heartbeatRounds(r, ballot, now, readAt + 150 * MS);
+  CHECK(gapsIn(rounds, readAt + 10 * MS, readAt + 50 * MS) == std::set<Nanos>{10 * MS});
+  CHECK(gapsIn(rounds, readAt + 80 * MS, now) == std::set<Nanos>{20 * MS});
+
+  // So does a proposal.
+  const Nanos proposedAt = now;
+  REQUIRE(r.propose("a", now).status == ProposeResult::QUEUED);
+  for (auto& [peer, m] : sentIn<Accept>(drain(r)))
+    r.step(peer, Accepted{ballot, m.slot}, now);
+  drain(r);
+  rounds = heartbeatRounds(r, ballot, now, proposedAt + 150 * MS);
+  CHECK(gapsIn(rounds, proposedAt + 10 * MS, proposedAt + 50 * MS) == std::set<Nanos>{10 * MS});
+  CHECK(gapsIn(rounds, proposedAt + 80 * MS, now) == std::set<Nanos>{20 * MS});
+
+  // Without an idle interval the pace never changes.
+  Options off = testOptions(0, 3);
+  Single plain(off);
+  Nanos t = 0;
+  const Ballot b = electByScript(*plain.replica, 3, t);
+  const Nanos start = t;
+  drain(*plain.replica);
+  rounds = heartbeatRounds(*plain.replica, b, t, start + 200 * MS);
+  CHECK(gapsIn(rounds, start, t) == std::set<Nanos>{10 * MS});
+}
+
+TEST_CASE("the idle heartbeat interval is bounded by the election timeout and the lease") {
+  // The daemon's defaults: heartbeat 50 ms, election timeout 500 ms, leader lease 400 ms.
+  CHECK(derivedIdleHeartbeatInterval(50 * MS, 500 * MS, 400 * MS) == 200 * MS);
+  CHECK(derivedIdleHeartbeatInterval(50 * MS, 300 * MS, 400 * MS) == 120 * MS);
+  CHECK(derivedIdleHeartbeatInterval(50 * MS, 500 * MS, 160 * MS) == 80 * MS);
+  CHECK(derivedIdleHeartbeatInterval(10 * MS, 20 * MS, 10 * MS) == 0);  // no room: off
+  Options o = testOptions(0, 3);
+  o.idleHeartbeatIntervalNs = 5 * MS;
+  CHECK(validateOptions(o)->find("idleHeartbeatIntervalNs") != std::string::npos);
+  o.idleHeartbeatIntervalNs = 30 * MS;  // more than half the election timeout
+  CHECK(validateOptions(o)->find("electionTimeoutNs") != std::string::npos);
+  o.idleHeartbeatIntervalNs = 21 * MS;  // more than half the 40 ms lease
+  CHECK(validateOptions(o)->find("leaderLeaseNs") != std::string::npos);
+  o.idleHeartbeatIntervalNs = 20 * MS;
+  CHECK(!validateOptions(o));
+}
+
 TEST_CASE("a leader ticked only at nextTickAt steps down once it lost its majority") {
   Group g(3);
   REQUIRE(g.runLazilyUntil([&] { return g.leader().has_value(); }));

@@ -566,6 +566,8 @@ election::Options Simulator::coreOptions(uint32_t node) const {
   o.self = node;
   o.memberCount = options_.nodes;
   o.heartbeatIntervalNs = params_.heartbeat;
+  o.idleHeartbeatIntervalNs = election::derivedIdleHeartbeatInterval(
+      params_.heartbeat, params_.electionTimeout, params_.lease);
   o.electionTimeoutNs = params_.electionTimeout;
   o.leaderLeaseNs = params_.lease;
   o.maxClockDrift = params_.drift;
