@@ -755,10 +755,18 @@ void reportOutcome(Report& report, const Options& options, const Outcome& o) {
   if (!o.firstError.empty()) std::fprintf(stderr, "  first error: %s\n", o.firstError.c_str());
 }
 
-// CPU % and RSS of each member over `seconds` without load.
+constexpr double IDLE_SETTLE_SECONDS = 1.0;
+
+// CPU % and RSS of each member over `seconds` without load, after IDLE_SETTLE_SECONDS.
 void measureIdle(kj::AsyncIoContext& io, Report& report, const Options& options,
                  const std::vector<MemberProcess>& processes) {
-  std::fprintf(stderr, "synod-bench: idle for %.1f s\n", options.idleSeconds);
+  // The settle second lets the preload's tail finish (the applied state's last commit, the
+  // leader's return to its idle heartbeat pace) so that the window sees only idleness.
+  std::fprintf(stderr, "synod-bench: settling %.1f s, then idle for %.1f s\n", IDLE_SETTLE_SECONDS,
+               options.idleSeconds);
+  io.provider->getTimer()
+      .afterDelay(static_cast<int64_t>(IDLE_SETTLE_SECONDS * 1000) * kj::MILLISECONDS)
+      .wait(io.waitScope);
   std::vector<ProcessSample> before;
   for (const auto& p : processes)
     before.push_back(sampleProcess(p.pid));
@@ -1026,7 +1034,8 @@ void usage(const char* problem) {
       "delivered to all watchers, latency = put acknowledged to event). Clients are spread over\n"
       "the members, the leader's first. --processes P runs the clients in P processes (not\n"
       "watch) and merges their histograms. --pid names member processes to sample (CPU s per\n"
-      "1,000 ops, peak RSS); --idle-seconds samples them idle first. --floor DIR measures one\n"
+      "1,000 ops, peak RSS); --idle-seconds samples them idle first (after a 1 s settle). --floor "
+      "DIR measures one\n"
       "LMDB commit in DIR, a loopback TCP round trip and a socket RPC (synod only).\n"
       "Failover: runs the group itself, writes steadily through the followers' members, stops\n"
       "the leader ROUNDS times per signal and reports how long writes stalled.\n"
