@@ -1,5 +1,7 @@
 #include "daemon/app_leases.h"
 
+#include <limits>
+
 #include <capnp/message.h>
 #include <kj/debug.h>
 
@@ -301,6 +303,23 @@ void AppLeases::tick(Nanos now) {
   maybeRenew(now);
 }
 
+std::optional<Nanos> AppLeases::nextDue(Nanos now) const {
+  if (!expirer_.seeded()) return now;
+  std::optional<Nanos> next = expirer_.nextDue();
+  if (renewer_.size() > 0 && !renewer_.batchOutstanding() &&
+      renewDueHint_ < std::numeric_limits<Nanos>::max()) {
+    const Nanos at = std::max(renewDueHint_, nextRenewCheck_);
+    next = next ? std::min(*next, at) : at;
+  }
+  return next;
+}
+
+void AppLeases::lowerRenewHint(Nanos at) {
+  if (at >= renewDueHint_) return;
+  renewDueHint_ = at;
+  node_.timersChanged();
+}
+
 void AppLeases::proposeExpiries(const election::LeaseExpirer::Due& due) {
   // One command per expiry; proposed in one turn they share a slot. A copy forwarded to a new
   // leader is still safe: it names the epoch it was counted from and was decided with a valid
@@ -332,6 +351,7 @@ void AppLeases::maybeRenew(Nanos now) {
   if (renewer_.size() == 0 || renewer_.batchOutstanding() || now < nextRenewCheck_) return;
   nextRenewCheck_ = now + CHECK_EVERY;
   auto batch = renewer_.takeBatch(node_.state().leases(), now);
+  renewDueHint_ = renewer_.nextDue().value_or(std::numeric_limits<Nanos>::max());
   if (!batch) return;
   const uint64_t number = batch->number;
   const size_t count = batch->renewals.size();
@@ -350,6 +370,7 @@ void AppLeases::maybeRenew(Nanos now) {
     } else {
       renewer_.batchFailed(number);
     }
+    lowerRenewHint(bootTimeNow());
   }));
 }
 
@@ -507,6 +528,7 @@ kj::Promise<void> AppLeases::revokeDropped(uint64_t id, uint64_t generation) {
 
 std::optional<Nanos> AppLeases::keepAlive(uint64_t id, Nanos now) {
   if (node_.state().lease(id) == nullptr || !renewer_.keepAlive(id, now)) return std::nullopt;
+  if (auto due = renewer_.dueAtOf(id)) lowerRenewHint(*due);
   auto until = renewer_.safeUntil(id);
   if (!until) return std::nullopt;
   return std::max<Nanos>(0, *until - now);

@@ -79,6 +79,10 @@ class AppLeases : private kj::TaskSet::ErrorHandler {
   void afterApply(const std::vector<uint64_t>& touched, Nanos now);
   // Every Node tick: the expirer's proposals while leading, the next renewal batch.
   void tick(Nanos now);
+  // When tick() next has work (`now` before the first tick; the expirer's next deadline while
+  // leading; the next renewal batch), nullopt when none. Node ticks no later than this; anything
+  // here that moves it earlier calls Node::timersChanged().
+  std::optional<Nanos> nextDue(Nanos now) const;
   // The state was replaced by a snapshot (no events): settles the waits, tells every observer
   // the current holder and forgets leases that are gone.
   void stateReplaced(const std::vector<uint64_t>& touched, Nanos now);
@@ -178,6 +182,11 @@ class AppLeases : private kj::TaskSet::ErrorHandler {
   uint64_t nextObserver_ = 1;
   size_t pendingLocks_ = 0;  // PendingLock objects alive
   Nanos nextRenewCheck_ = 0;
+  // No renewal is due before this (a lower bound on renewer_.nextDue(), which scans every lease):
+  // recomputed when maybeRenew scans anyway, lowered by keepAlive() and track(), set to now by a
+  // batch's outcome. Too early only costs a tick that finds nothing.
+  Nanos renewDueHint_ = 0;
+  void lowerRenewHint(Nanos at);
   LeaseCounters counters_;
   bool closing_ = false;
   kj::TaskSet tasks_;

@@ -167,14 +167,19 @@ kj::Promise<void> Node::tickLoop() {
 
 Nanos Node::nextTickAt(Nanos now) const {
   const Nanos cadence = millis(std::max<uint64_t>(config_.heartbeatMs / 2, 1));
-  // onTick's own timers (write retries, read restarts, snapshot transfers, app lease expiries
-  // and renewals) are checked at every tick: while any of them has work, tick at the cadence.
+  // onTick's own timers (write retries, read restarts, snapshot transfers, and a leader's app
+  // lease expiries and checkpoints) are checked at every tick: while any of them has work, tick
+  // at the cadence.
   if (!pending_.empty() || !reads_.empty() || incoming_ || !outgoing_.empty() ||
-      state_.leases().leaseCount() > 0) {
+      (isLeader() && state_.leases().leaseCount() > 0)) {
     return now + cadence;
   }
-  // The core's next deadline, and the next report; at least once per report interval.
+  // The core's next deadline, the next lease renewal batch, and the next report; at least once
+  // per report interval.
   Nanos next = std::min(core_->nextTickAt(), now + millis(REPORT_INTERVAL_MS));
+  if (appLeases_) {  // gone first in ~Node
+    if (auto due = appLeases_->nextDue(now)) next = std::min(next, std::max(*due, now));
+  }
   if (materializeAt_ != 0) next = std::min(next, materializeAt_);
   if (outbox_ != nullptr) {
     next = std::min(next, lastReportAt_ ? *lastReportAt_ + millis(REPORT_INTERVAL_MS) : now);
@@ -190,6 +195,7 @@ void Node::rearmTick() {
 
 void Node::onTick() {
   Nanos now = bootTimeNow();
+  ++counters_.ticks;
   core_->tick(now);
   // Writes not applied after a while are submitted again (lost forward, leader change).
   Nanos retryAfter = millis(std::max<uint64_t>(config_.electionTimeoutMs, 200));

@@ -123,6 +123,7 @@ struct NodeCounters {
   // Commands in each slot this member applied (0 for a no-op slot).
   Histogram slotCommands{slotCommandBuckets()};
   uint64_t commits = 0;  // group commits written to the store
+  uint64_t ticks = 0;    // timer ticks (onTick): how often an idle member wakes up
 };
 
 struct NodeStatus {
@@ -221,6 +222,10 @@ class Node : private kj::TaskSet::ErrorHandler {
   // The live limits in the Config this Node borrows were changed (SIGHUP, applyLiveKeys): take
   // them from the next request on. Requests already accepted are not checked again.
   void limitsChanged();
+
+  // A component's next deadline (AppLeases::nextDue) may have moved earlier: plans the next tick
+  // again.
+  void timersChanged() { rearmTick(); }
 
   // Persists everything pending and stops the core's timers; afterwards writes are refused with
   // UNAVAILABLE. Used at shutdown.

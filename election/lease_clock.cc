@@ -301,6 +301,14 @@ std::optional<Nanos> LeaseRenewer::safeUntil(uint64_t id) const {
                                                     (1.0 - options_.maxClockDrift));
 }
 
+std::optional<Nanos> LeaseRenewer::dueAtOf(uint64_t id) const {
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return std::nullopt;
+  const Local& local = it->second;
+  if (local.aliveAt <= local.committedSentAt || local.includedSentAt >= 0) return std::nullopt;
+  return dueAt(local);
+}
+
 std::optional<Nanos> LeaseRenewer::nextDue() const {
   std::optional<Nanos> next;
   for (const auto& [id, local] : leases_) {

@@ -119,6 +119,8 @@ class LeaseExpirer {
   // The local time at which this member, leading, expires lease `id` at its current epoch.
   std::optional<Nanos> deadline(uint64_t id) const;
   bool counting() const { return counting_; }
+  // Whether the first tick() has run (it starts the restored leases' clocks).
+  bool seeded() const { return seeded_; }
 
  private:
   struct Clock {
@@ -185,8 +187,11 @@ class LeaseRenewer {
   // Local time until which the lease is certainly alive in the group: the send time of its last
   // committed renewal (or its grant) + TTL (1 - d). nullopt if not tracked.
   std::optional<Nanos> safeUntil(uint64_t id) const;
-  // When takeBatch() may next return a batch; nullopt when nothing is pending.
+  // When takeBatch() may next return a batch; nullopt when nothing is pending. O(leases).
   std::optional<Nanos> nextDue() const;
+  // When lease `id` alone is due for renewal: nullopt if it is not tracked, not kept alive since
+  // its last renewal, or in the outstanding batch. O(log leases).
+  std::optional<Nanos> dueAtOf(uint64_t id) const;
   size_t size() const { return leases_.size(); }
 
  private:

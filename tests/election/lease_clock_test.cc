@@ -272,10 +272,14 @@ TEST_CASE("the renewer batches kept-alive leases that are due, and only those") 
   r.track(L1, 3000, 0);
   r.track(L2, 3000, 500 * MS);
   CHECK_FALSE(r.nextDue());  // no keepalive yet
+  CHECK_FALSE(r.dueAtOf(L1));
   r.keepAlive(L1, 200 * MS);
   r.keepAlive(L2, 600 * MS);
   REQUIRE(r.nextDue());
   CHECK(*r.nextDue() == 1000 * MS);  // a third of L1's TTL after its grant was sent
+  CHECK(r.dueAtOf(L1) == 1000 * MS);
+  CHECK(r.dueAtOf(L2) == 1500 * MS);
+  CHECK_FALSE(r.dueAtOf(L2 + 1));  // not tracked
   CHECK_FALSE(r.takeBatch(h.sm.leases(), 999 * MS));
   auto batch = r.takeBatch(h.sm.leases(), 1000 * MS);
   REQUIRE(batch);
@@ -283,6 +287,7 @@ TEST_CASE("the renewer batches kept-alive leases that are due, and only those") 
   REQUIRE(batch->renewals.size() == 1);
   CHECK(batch->renewals[0] == std::pair<uint64_t, uint64_t>{L1, 1});
   CHECK(r.batchOutstanding());
+  CHECK_FALSE(r.dueAtOf(L1));                          // in the outstanding batch
   CHECK_FALSE(r.takeBatch(h.sm.leases(), 1600 * MS));  // one outstanding at a time
   // Safe from the grant's send time until applied, then from the batch's send time.
   CHECK(*r.safeUntil(L1) == 3000 * MS);

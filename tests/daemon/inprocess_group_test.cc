@@ -1,5 +1,6 @@
 // Three Nodes in one process, their peer messages routed through the KJ event loop: what a group
-// commit carries on the leader and the followers, and when applied state reaches the store.
+// commit carries on the leader and the followers, when applied state reaches the store, and how
+// often a member with nothing to do wakes up.
 #include <doctest/doctest.h>
 #include <kj/async-io.h>
 
@@ -8,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/app_leases.h"
 #include "daemon/config.h"
 #include "daemon/node.h"
 #include "records.capnp.h"
@@ -16,12 +18,21 @@
 namespace synod::daemon {
 namespace {
 
-Config memberConfig(const std::string& name) {
+// Group timing: heartbeat_ms, election_timeout_ms, leader_lease_ms.
+struct Timing {
+  uint32_t heartbeatMs = 10;
+  uint32_t electionTimeoutMs = 60;
+  uint32_t leaderLeaseMs = 40;
+};
+
+Config memberConfig(const std::string& name, Timing t) {
   return parseConfig("cluster_id: test\nnode: " + name +
                          "\npeers:\n  n1: 127.0.0.1:7101\n  n2: 127.0.0.1:7102\n"
                          "  n3: 127.0.0.1:7103\ndata_dir: /tmp/unused\n"
-                         "socket: /tmp/unused.sock\n"
-                         "heartbeat_ms: 10\nelection_timeout_ms: 60\nleader_lease_ms: 40\n",
+                         "socket: /tmp/unused.sock\nheartbeat_ms: " +
+                         std::to_string(t.heartbeatMs) +
+                         "\nelection_timeout_ms: " + std::to_string(t.electionTimeoutMs) +
+                         "\nleader_lease_ms: " + std::to_string(t.leaderLeaseMs) + "\n",
                      name + ".yaml");
 }
 
@@ -48,12 +59,14 @@ class RoutingOutbox final : public PeerOutbox {
 struct Group : private kj::TaskSet::ErrorHandler {
   kj::AsyncIoContext io = kj::setupAsyncIo();
   kj::TaskSet deliveries{*this};
-  std::array<Config, 3> configs{memberConfig("n1"), memberConfig("n2"), memberConfig("n3")};
+  std::array<Config, 3> configs;
   std::array<storage::MemoryStore, 3> stores;
   std::vector<std::unique_ptr<RoutingOutbox>> outboxes;
   std::vector<std::unique_ptr<Node>> nodes;
 
-  Group() {
+  explicit Group(Timing timing = {})
+      : configs{memberConfig("n1", timing), memberConfig("n2", timing),
+                memberConfig("n3", timing)} {
     for (MemberIndex i = 0; i < 3; ++i)
       outboxes.push_back(std::make_unique<RoutingOutbox>(*this, i));
     for (MemberIndex i = 0; i < 3; ++i) {
@@ -144,6 +157,49 @@ TEST_CASE("each write costs every member one group commit; applied state follows
   g.sleep(300);
   for (size_t i = 0; i < 3; ++i)
     CHECK(g.nodes[i]->counters().commits == idle[i]);
+}
+
+TEST_CASE("a follower whose app keeps a lease alive wakes for renewals, not at the tick cadence") {
+  // The daemon's own pace (heartbeat 50 ms), a long election timeout: a follower's own deadlines
+  // are a second or more apart, so only the renewals' deadline keeps a 1 s lease alive.
+  Group g(Timing{50, 800, 600});
+  Node& leader = g.leader();
+  Node& follower = *g.nodes[(leader.self() + 1) % 3];
+  g.sleep(200);
+  // A lease held through the follower (TTL 1 s: renewed a third of the TTL after each renewal).
+  auto granted = follower.appLeases()
+                     .grant(1000, /*detached=*/true, 0, PeerCredentials{4242, 7, 8}, 0)
+                     .wait(g.io.waitScope);
+  REQUIRE(granted.code == StatusCode::OK);
+  const uint64_t id = granted.lease;
+  const Nanos grantedAt = bootTimeNow();
+  // Not kept alive yet: the follower has no renewal to wake up for.
+  g.sleep(100);
+  CHECK_FALSE(follower.appLeases().nextDue(bootTimeNow()).has_value());
+  // The first keepalive makes it due a third of the TTL after the grant was sent; the follower's
+  // next tick is planned for then (its own deadlines are further away).
+  REQUIRE(follower.appLeases().keepAlive(id, bootTimeNow()).has_value());
+  auto due = follower.appLeases().nextDue(bootTimeNow());
+  REQUIRE(due.has_value());
+  CHECK(*due <= grantedAt + 340 * election::NANOS_PER_MS);
+  const uint64_t ticksBefore = follower.counters().ticks;
+  const uint64_t batchesBefore = follower.appLeases().counters().renewBatches;
+  // The app keeps it alive every 100 ms for 3 s, three TTLs.
+  for (int i = 0; i < 30; ++i) {
+    g.sleep(100);
+    auto safe = follower.appLeases().keepAlive(id, bootTimeNow());
+    INFO("keepalive " << i);
+    REQUIRE(safe.has_value());
+    CHECK(*safe > 0);
+  }
+  CHECK(follower.state().lease(id) != nullptr);
+  const uint64_t batches = follower.appLeases().counters().renewBatches - batchesBefore;
+  CHECK(batches >= 6);  // about one per third of the TTL
+  // At the tick cadence (heartbeat_ms / 2 = 25 ms) 3 s are 120 ticks. Without it: the renewals,
+  // the reports and the election deadline.
+  const uint64_t ticks = follower.counters().ticks - ticksBefore;
+  INFO(ticks << " ticks in 3 s, " << batches << " renewal batches");
+  CHECK(ticks < 80);
 }
 
 }  // namespace
