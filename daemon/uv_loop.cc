@@ -527,8 +527,12 @@ class UvStream final : public kj::AsyncIoStream {
         watcher(loop, (prepareFd(fd, flags), fd), counters) {}
 
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
-    return kj::evalNow(
-        [&] { return readSome(static_cast<kj::byte*>(buffer), minBytes, maxBytes, 0); });
+    return kj::evalNow([&]() -> kj::Promise<size_t> {
+      auto* out = static_cast<kj::byte*>(buffer);
+      const size_t copied = takeBuffered(out, maxBytes);
+      if (copied >= minBytes || copied == maxBytes) return copied;
+      return readSome(out + copied, minBytes - copied, maxBytes - copied, copied);
+    });
   }
 
   kj::Promise<void> write(const void* buffer, size_t size) override {
@@ -577,28 +581,60 @@ class UvStream final : public kj::AsyncIoStream {
   const int fd;
   FdWatcher watcher;
   kj::Maybe<kj::ForkedPromise<void>> writeDisconnected;
+  // Small reads go through this buffer: Cap'n Proto reads a message as its first word, the rest
+  // of its segment table and its segments, which would each be a syscall. Reads of at least
+  // READ_BUFFER_BYTES go straight to the caller's buffer.
+  static constexpr size_t READ_BUFFER_BYTES = 4096;
+  kj::Array<kj::byte> readBuffer;
+  size_t readStart = 0;
+  size_t readEnd = 0;
+  // The last read() returned less than it asked for: the kernel had nothing more, so the next
+  // read waits for readiness first instead of paying for an EAGAIN.
+  bool drained = false;
+
+  size_t takeBuffered(kj::byte* out, size_t maxBytes) {
+    const size_t n = kj::min(readEnd - readStart, maxBytes);
+    if (n > 0) {
+      memcpy(out, readBuffer.begin() + readStart, n);
+      readStart += n;
+    }
+    return n;
+  }
 
   kj::Promise<size_t> readSome(kj::byte* buffer, size_t minBytes, size_t maxBytes,
                                size_t alreadyRead) {
     if (maxBytes == 0) return alreadyRead;
+    if (drained) {
+      if (minBytes == 0) return alreadyRead;
+      return watcher.when(FdWatcher::READABLE)
+          .then([this, buffer, minBytes, maxBytes, alreadyRead] {
+            drained = false;
+            return readSome(buffer, minBytes, maxBytes, alreadyRead);
+          });
+    }
+    const bool direct = maxBytes >= READ_BUFFER_BYTES;
+    if (!direct && readBuffer.size() == 0) readBuffer = kj::heapArray<kj::byte>(READ_BUFFER_BYTES);
+    kj::byte* target = direct ? buffer : readBuffer.begin();
+    const size_t asked = direct ? maxBytes : READ_BUFFER_BYTES;
     ssize_t n;
-    KJ_NONBLOCKING_SYSCALL(n = ::read(fd, buffer, maxBytes)) {
+    KJ_NONBLOCKING_SYSCALL(n = ::read(fd, target, asked)) {
       return alreadyRead;
     }
     if (n == 0) return alreadyRead;  // end of stream
-    if (n > 0) {
-      alreadyRead += n;
-      if (static_cast<size_t>(n) >= minBytes) return alreadyRead;
-      buffer += n;
-      minBytes -= n;
-      maxBytes -= n;
-      // A short read means the kernel buffer is empty: wait instead of paying for an EAGAIN.
-    } else if (minBytes == 0) {
-      return alreadyRead;
-    }
-    return watcher.when(FdWatcher::READABLE).then([this, buffer, minBytes, maxBytes, alreadyRead] {
+    if (n < 0) {                     // EAGAIN
+      drained = true;
       return readSome(buffer, minBytes, maxBytes, alreadyRead);
-    });
+    }
+    drained = static_cast<size_t>(n) < asked;
+    size_t got = static_cast<size_t>(n);
+    if (!direct) {
+      readStart = 0;
+      readEnd = got;
+      got = takeBuffered(buffer, maxBytes);
+    }
+    alreadyRead += got;
+    if (got >= minBytes) return alreadyRead;
+    return readSome(buffer + got, minBytes - got, maxBytes - got, alreadyRead);
   }
 
   kj::Promise<void> writeBuffer(const kj::byte* data, size_t size) {

@@ -675,6 +675,46 @@ TEST_CASE("large transfers wait on EAGAIN at both ends; end of stream reads as 0
   }
 }
 
+// Reads `sizes[i % sizes.size()]` bytes at a time (exactly, or at least one when `atLeastOne`).
+kj::Promise<void> readInSizes(kj::AsyncInputStream& in, kj::ArrayPtr<kj::byte> buffer,
+                              size_t offset, const std::vector<size_t>& sizes, size_t i,
+                              bool atLeastOne) {
+  if (offset == buffer.size()) return kj::READY_NOW;
+  const size_t want = kj::min(buffer.size() - offset, sizes[i % sizes.size()]);
+  return in.tryRead(buffer.begin() + offset, atLeastOne ? 1 : want, want)
+      .then([&in, buffer, offset, &sizes, i, atLeastOne, want](size_t n) {
+        KJ_ASSERT(n > 0 && n <= want, "short or long read", offset, n, want);
+        KJ_ASSERT(atLeastOne || n == want, "exact read came back short", offset, n, want);
+        return readInSizes(in, buffer, offset + n, sizes, i + 1, atLeastOne);
+      });
+}
+
+TEST_CASE("small and large reads mixed through the read buffer keep the stream's bytes in order") {
+  UvLoop uv;
+  UvKjLoop kj(&uv.loop);
+  auto source = kj::heapArray<kj::byte>(3 << 20);
+  for (size_t i = 0; i < source.size(); i++)
+    source[i] = kj::byte(i * 7 + (i >> 12));
+  // Sizes around the 4 KiB buffer: tiny reads served from it, reads past it served partly from
+  // what is buffered and then straight from the socket.
+  const std::vector<size_t> sizes = {8, 1, 100, 4095, 4096, 4097, 3, 70000, 8, 5000, 12, 4000};
+  for (bool atLeastOne : {false, true}) {
+    CAPTURE(atLeastOne);
+    auto sink = kj::heapArray<kj::byte>(source.size());
+    int fds[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
+    auto a = kj.lowLevel().wrapSocketFd(fds[0], NEW_FD_FLAGS);
+    auto b = kj.lowLevel().wrapSocketFd(fds[1], NEW_FD_FLAGS);
+    auto written = a->write(source.begin(), source.size()).then([&] { a->shutdownWrite(); });
+    runOk(kj, kj::joinPromises(
+                  kj::arr(kj::mv(written), readInSizes(*b, sink, 0, sizes, 0, atLeastOne))));
+    CHECK(memcmp(source.begin(), sink.begin(), source.size()) == 0);
+    // End of stream after the last buffered byte.
+    kj::byte extra[16];
+    CHECK(runValue(kj, b->tryRead(extra, 1, sizeof(extra))) == 0);
+  }
+}
+
 TEST_CASE("an fd with interest still armed but nobody waiting does not keep uv_run going") {
   UvLoop uv;
   UvKjLoop kj(&uv.loop);
