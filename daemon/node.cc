@@ -180,7 +180,8 @@ Nanos Node::nextTickAt(Nanos now) const {
   if (appLeases_) {  // gone first in ~Node
     if (auto due = appLeases_->nextDue(now)) next = std::min(next, std::max(*due, now));
   }
-  if (materializeAt_ != 0) next = std::min(next, materializeAt_);
+  // While a persist is scheduled or in flight, finishPersist looks again.
+  if (materializeAt_ != 0 && !persistScheduled_) next = std::min(next, materializeAt_);
   if (outbox_ != nullptr) {
     next = std::min(next, lastReportAt_ ? *lastReportAt_ + millis(REPORT_INTERVAL_MS) : now);
   }
