@@ -448,9 +448,14 @@ void Node::persist() {
     batch.accepted = std::move(ready_->accepted);
   }
   Slot materialized = materializedSlot_;
-  // The applied changes go with a commit the core needs anyway, or on their own once due.
-  const bool coreNeedsCommit = (ready_ && ready_->needsPersist()) || recoveredPending_;
-  if (state_.hasChanges() && (coreNeedsCommit || materializeDue(readyTakenAt_))) {
+  // Votes and promises commit at once and alone: a small commit is a fast one, and it is on the
+  // reply's path. The applied changes go in a commit of their own once due (MATERIALIZE_DELAY_MS),
+  // or with whatever commit runs once they are. A log discard alone needs no commit: it waits in
+  // dropLogPending_ for the next one.
+  if (ready_ && ready_->discardLogThrough) {
+    dropLogPending_ = std::max(dropLogPending_, *ready_->discardLogThrough);
+  }
+  if (state_.hasChanges() && materializeDue(readyTakenAt_)) {
     materializeAt_ = 0;
     election::StateChanges changes = state_.takeChanges();
     batch.keys = std::move(changes.keys);
@@ -462,16 +467,17 @@ void Node::persist() {
     batch.applied = std::make_pair(changes.appliedSlot, changes.revision);
     materialized = changes.appliedSlot;
   }
-  // A vote may be forgotten only once the applied state covering its slot is durable: in this
-  // same commit at the latest.
-  if (ready_ && ready_->discardLogThrough) {
-    batch.dropLogThrough = std::min(*ready_->discardLogThrough, materialized);
-  }
   batch.recovered = recoveredPending_;
   recoveredPending_ = false;
   if (batch.empty()) {
     finishPersist(materialized, std::move(batch.accepted));
     return;
+  }
+  // A vote may be forgotten only once the applied state covering its slot is durable: in this
+  // same commit at the latest.
+  if (dropLogPending_ != 0) {
+    batch.dropLogThrough = std::min(dropLogPending_, materialized);
+    if (*batch.dropLogThrough == dropLogPending_) dropLogPending_ = 0;
   }
   // The commit may run on another thread: it gets the batch and the store, nothing else. Until
   // it is done persistScheduled_ stays set, so no other Ready is taken (one outstanding at most).

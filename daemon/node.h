@@ -250,11 +250,12 @@ class Node : private kj::TaskSet::ErrorHandler {
   static constexpr uint64_t REPORT_STALE_MS = 3 * REPORT_INTERVAL_MS;
   // Group commits whose durations the commit latency percentiles are taken over.
   static constexpr size_t COMMIT_SAMPLES = 256;
-  // Applied changes ride on the next commit the core needs (an accept or a promise) instead of a
-  // commit of their own right after the reply: under a steady stream of writes every commit
-  // carries both, and a write never waits for the previous write's materialization. They get a
-  // commit of their own once MATERIALIZE_DELAY_MS have passed without one, or once
-  // MATERIALIZE_MAX_SLOTS applied slots wait (replay at restart stays short).
+  // Applied changes are written MATERIALIZE_DELAY_MS after the first of them, in one commit for
+  // all (sooner once MATERIALIZE_MAX_SLOTS applied slots wait, so replay at restart stays short),
+  // not with each vote: the votes' commits stay small, and a small LMDB commit is a fast one.
+  // Measured on one disk shared by three members: put p50 840-940 us this way, 1040-1100 us with
+  // the applied changes riding on every vote's commit, 1370 us with a commit of their own after
+  // each reply.
   static constexpr uint64_t MATERIALIZE_DELAY_MS = 100;
   static constexpr Slot MATERIALIZE_MAX_SLOTS = 1024;
 
@@ -355,6 +356,7 @@ class Node : private kj::TaskSet::ErrorHandler {
   election::ReadId nextReadId_ = 1;
   Slot materializedSlot_ = 0;  // the applied slot durable in the store
   Nanos materializeAt_ = 0;    // when the applied changes waiting for a commit are due; 0: none
+  Slot dropLogPending_ = 0;    // log slots through this the core discarded, still in the store
   std::optional<MemberIndex> lastLeader_;
   bool flushScheduled_ = false;
   bool persistScheduled_ = false;

@@ -129,20 +129,19 @@ TEST_CASE("each write costs every member one group commit; applied state follows
   constexpr int WRITES = 40;
   for (int i = 0; i < WRITES; ++i)
     REQUIRE(g.put(leader, "k" + std::to_string(i), "v") == StatusCode::OK);
-  // One commit per write on every member: the accept's, which also carries the applied changes
-  // of the writes before it. A materialization commit of its own after each write would double
-  // this (and make each write wait for the previous one's).
+  // One commit per write on every member, the vote's, plus at most one for the applied state
+  // every MATERIALIZE_DELAY_MS. A commit of the applied state after each write would double this
+  // (and make each write wait behind the previous one's).
   for (size_t i = 0; i < 3; ++i) {
     const uint64_t commits = g.nodes[i]->counters().commits - before[i];
     INFO("member n" << i + 1 << ": " << commits << " commits for " << WRITES << " writes");
     CHECK(commits >= WRITES - 1);  // a follower may take two accepts in one commit
-    CHECK(commits <= WRITES + 2);
+    CHECK(commits <= WRITES + 4);
   }
-  // The last writes' applied changes are not in the store yet ...
+  // The votes' commits do not carry the applied state: the stores lag behind the replicas ...
   const Slot applied = leader.state().appliedSlot();
-  const size_t leaderIndex = leader.self();
-  CHECK(g.stores[leaderIndex].appliedSlot() < applied);
-  // ... and reach it on their own once the group is idle, in one commit per member.
+  CHECK(g.stores[leader.self()].appliedSlot() < applied);
+  // ... and reach them on their own once the group is idle, in one commit per member.
   g.sleep(Node::MATERIALIZE_DELAY_MS + 200);
   for (size_t i = 0; i < 3; ++i) {
     INFO("member n" << i + 1);

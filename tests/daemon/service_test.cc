@@ -537,9 +537,11 @@ TEST_CASE("leases and locks are committed by the group commit and restored at st
     });
     REQUIRE(locked.code == StatusCode::OK);
     CHECK(locked.succeeded);
-    f.put("after", "lock");  // through the RPC path, which runs the loop until all is committed
-    f.settle();
     CHECK(f.node->state().holder("web").has_value());
+    // The applied state, leases and locks included, reaches the store once due.
+    f.io.provider->getTimer()
+        .afterDelay((Node::MATERIALIZE_DELAY_MS + 100) * kj::MILLISECONDS)
+        .wait(f.ws());
   }
   store.restart();
   int storedLocks = 0;
@@ -556,9 +558,17 @@ TEST_CASE("leases and locks are committed by the group commit and restored at st
 TEST_CASE("state is materialized and the log compacted once writes stop") {
   storage::MemoryStore store;
   Fixture f(store);
+  f.settle();
+  const uint64_t commitsBefore = f.node->counters().commits;
   for (int i = 0; i < 20; ++i)
     f.put("k" + std::to_string(i % 5), std::to_string(i));
   f.settle();
+  // One commit per write (its vote), plus one for the applied state per MATERIALIZE_DELAY_MS; the
+  // log below the applied state goes with the next commit after it.
+  CHECK(f.node->counters().commits - commitsBefore <= 20 + 3);
+  f.io.provider->getTimer()
+      .afterDelay((Node::MATERIALIZE_DELAY_MS + 100) * kj::MILLISECONDS)
+      .wait(f.ws());
   CHECK(store.appliedSlot() == f.node->state().appliedSlot());
   CHECK(store.revision() == 20);
   CHECK(store.keys().size() == 5);
