@@ -227,10 +227,18 @@ class Worker {
         if (outcome_.firstError.empty()) {
           outcome_.firstError = std::string(codeName(status.code)) + ": " + status.message;
         }
+        // A member that is gone fails every call at once: without a pause the retries would
+        // keep the loop busy and starve its timers (the failover's own deadlines included).
+        if (retryTimer_ != nullptr) {
+          return retryTimer_->afterDelay(10 * kj::MILLISECONDS).then([this] { return run(); });
+        }
       }
       return run();
     });
   }
+
+  // Failed operations are retried after 10 ms on `timer` instead of at once (failover runs).
+  void setRetryTimer(kj::Timer& timer) { retryTimer_ = &timer; }
 
   // Writes keys from, from + stride, … below `to`, so that reads and txns find their value.
   kj::Promise<void> preload(uint32_t from, uint32_t to, uint32_t stride) {
@@ -263,6 +271,7 @@ class Worker {
   Outcome& outcome_;
   Clock::time_point end_;
   uint64_t maxOps_;
+  kj::Timer* retryTimer_ = nullptr;
   std::string value_;
   uint64_t counter_ = 0;
 };
@@ -957,6 +966,7 @@ bool failoverRounds(kj::AsyncIoContext& io, const Options& options, Group& group
     for (size_t i = 0; i < group.sockets.size(); ++i) {
       if (static_cast<int>(i) == leader) continue;
       writers.push_back(std::make_unique<Worker>(system.connect(i), load, "put", i, sink, far, 0));
+      writers.back()->setRetryTimer(io.provider->getTimer());
       running.add(writers.back()->run().exclusiveJoin(
           io.provider->getTimer().afterDelay(60 * kj::SECONDS)));
     }

@@ -408,6 +408,9 @@ void Node::scheduleFlush() {
   // been handled, so one commit carries all of them.
   tasks_.add(kj::evalLast([this]() {
     flushScheduled_ = false;
+    // Scheduled from inside the takeReady() of the flush before it (a leader change resubmits
+    // this member's writes): that flush's persist is queued and looks again when it finishes.
+    if (persistScheduled_) return;
     if (takeReady()) {
       persistScheduled_ = true;
       // Persist after the replies just made have gone out: applied state is materialized off
@@ -433,7 +436,7 @@ bool Node::materializeDue(Nanos now) {
     return false;
   }
   if (materializeAt_ == 0) {
-    materializeAt_ = now + millis(MATERIALIZE_DELAY_MS);
+    materializeAt_ = now + materializeDelay_;
     rearmTick();
   }
   return draining_ || now >= materializeAt_ ||

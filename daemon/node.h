@@ -226,6 +226,9 @@ class Node : private kj::TaskSet::ErrorHandler {
   // A component's next deadline (AppLeases::nextDue) may have moved earlier: plans the next tick
   // again.
   void timersChanged() { rearmTick(); }
+  // Tests: how long applied changes wait for their commit (MATERIALIZE_DELAY_MS); 0 makes them
+  // due at every flush.
+  void setMaterializeDelay(Nanos delay) { materializeDelay_ = delay; }
 
   // Persists everything pending and stops the core's timers; afterwards writes are refused with
   // UNAVAILABLE. Used at shutdown.
@@ -356,6 +359,7 @@ class Node : private kj::TaskSet::ErrorHandler {
   election::ReadId nextReadId_ = 1;
   Slot materializedSlot_ = 0;  // the applied slot durable in the store
   Nanos materializeAt_ = 0;    // when the applied changes waiting for a commit are due; 0: none
+  Nanos materializeDelay_ = MATERIALIZE_DELAY_MS * election::NANOS_PER_MS;
   Slot dropLogPending_ = 0;    // log slots through this the core discarded, still in the store
   std::optional<MemberIndex> lastLeader_;
   bool flushScheduled_ = false;

@@ -5,11 +5,13 @@
 #include <kj/async-io.h>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "daemon/app_leases.h"
+#include "daemon/commit_runner.h"
 #include "daemon/config.h"
 #include "daemon/node.h"
 #include "records.capnp.h"
@@ -56,12 +58,40 @@ class RoutingOutbox final : public PeerOutbox {
   MemberIndex self_;
 };
 
+// Finishes each commit a millisecond later, as the daemon's thread pool does: the loop goes on
+// (and runs everything queued) while a commit is in flight.
+class DeferredCommitRunner final : public CommitRunner {
+ public:
+  DeferredCommitRunner(kj::TaskSet& tasks, kj::Timer& timer) : tasks_(tasks), timer_(timer) {}
+  void run(Work work, Done done) override {
+    REQUIRE_FALSE(inFlight_);  // at most one at a time (the Node's contract)
+    inFlight_ = true;
+    pending_ = [this, work = std::move(work), done = std::move(done)]() {
+      inFlight_ = false;
+      work();
+      done(nullptr);
+    };
+    tasks_.add(timer_.afterDelay(1 * kj::MILLISECONDS).then([this]() { runPending(); }));
+  }
+  void finish() override { runPending(); }
+
+ private:
+  void runPending() {
+    if (auto fn = std::exchange(pending_, nullptr)) fn();
+  }
+  kj::TaskSet& tasks_;
+  kj::Timer& timer_;
+  bool inFlight_ = false;
+  std::function<void()> pending_;
+};
+
 struct Group : private kj::TaskSet::ErrorHandler {
   kj::AsyncIoContext io = kj::setupAsyncIo();
   kj::TaskSet deliveries{*this};
   std::array<Config, 3> configs;
   std::array<storage::MemoryStore, 3> stores;
   std::vector<std::unique_ptr<RoutingOutbox>> outboxes;
+  std::vector<std::unique_ptr<DeferredCommitRunner>> runners;
   std::vector<std::unique_ptr<Node>> nodes;
 
   explicit Group(Timing timing = {})
@@ -69,9 +99,12 @@ struct Group : private kj::TaskSet::ErrorHandler {
                 memberConfig("n3", timing)} {
     for (MemberIndex i = 0; i < 3; ++i)
       outboxes.push_back(std::make_unique<RoutingOutbox>(*this, i));
+    for (MemberIndex i = 0; i < 3; ++i)
+      runners.push_back(
+          std::make_unique<DeferredCommitRunner>(deliveries, io.provider->getTimer()));
     for (MemberIndex i = 0; i < 3; ++i) {
       nodes.push_back(std::make_unique<Node>(configs[i], stores[i], io.provider->getTimer(),
-                                             outboxes[i].get(), 7 + i));
+                                             outboxes[i].get(), 7 + i, runners[i].get()));
     }
   }
   ~Group() {
@@ -199,6 +232,38 @@ TEST_CASE("a follower whose app keeps a lease alive wakes for renewals, not at t
   const uint64_t ticks = follower.counters().ticks - ticksBefore;
   INFO(ticks << " ticks in 3 s, " << batches << " renewal batches");
   CHECK(ticks < 80);
+}
+
+TEST_CASE("writes in flight through the next leader survive hand-offs while commits lag") {
+  // Commits finish a millisecond after they start and the applied state is due at every flush:
+  // the new leader takes over, resubmits the writes it holds and materializes, all while its
+  // earlier commits are still in flight.
+  Group g;
+  for (auto& node : g.nodes)
+    node->setMaterializeDelay(0);
+  g.leader();
+  int transfers = 0;
+  for (int round = 0; round < 12; ++round) {
+    Node& leader = g.leader();
+    Node& next = *g.nodes[(leader.self() + 1) % 3];
+    // Writes through the next leader, in flight while leadership moves to it.
+    std::vector<kj::Promise<CommandOutcome>> writes;
+    std::vector<std::unique_ptr<capnp::MallocMessageBuilder>> messages;
+    for (int i = 0; i < 8; ++i) {
+      messages.push_back(std::make_unique<capnp::MallocMessageBuilder>());
+      auto put = messages.back()->initRoot<records::Command>().initPut();
+      const std::string key = "r" + std::to_string(round) + "-" + std::to_string(i);
+      put.setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(key.data()), key.size()));
+      writes.push_back(next.write(*messages.back(), 0));
+    }
+    if (leader.transferLeadership(next.self())) ++transfers;
+    for (auto& write : writes)
+      CHECK(write.wait(g.io.waitScope).code == StatusCode::OK);
+  }
+  CHECK(transfers >= 6);
+  g.sleep(300);  // the followers learn the last decisions
+  for (auto& node : g.nodes)
+    CHECK(node->state().revision() == g.nodes[0]->state().revision());
 }
 
 }  // namespace
