@@ -239,7 +239,9 @@ std::optional<Refusal> Node::checkSpace(size_t requestBytes) const {
   // already decided: a decided slot must never fail to apply.
   uint64_t limit = config_.storeLimitBytes;
   uint64_t reserve = limit / 16;
-  uint64_t used = usedBytes();
+  // The applied writes whose state is not in the store yet will add to it (their log entries
+  // leave only once it is).
+  uint64_t used = usedBytes() + unmaterializedBytes_ + materializingBytes_;
   if (used + 2 * requestBytes + reserve <= limit) return std::nullopt;
   return Refusal{StatusCode::NO_SPACE, kj::str("store holds ", used, " of its ", limit,
                                                " byte limit (store_limit_bytes, less a ", reserve,
@@ -439,8 +441,11 @@ bool Node::materializeDue(Nanos now) {
     materializeAt_ = now + materializeDelay_;
     rearmTick();
   }
+  // Also at once when they hold a thirty-second of the store limit: their log entries leave the
+  // store only with them, and checkSpace() counts them on top.
   return draining_ || now >= materializeAt_ ||
-         state_.appliedSlot() >= materializedSlot_ + MATERIALIZE_MAX_SLOTS;
+         state_.appliedSlot() >= materializedSlot_ + MATERIALIZE_MAX_SLOTS ||
+         unmaterializedBytes_ >= config_.storeLimitBytes / 32;
 }
 
 void Node::persist() {
@@ -460,6 +465,7 @@ void Node::persist() {
   }
   if (state_.hasChanges() && materializeDue(readyTakenAt_)) {
     materializeAt_ = 0;
+    materializingBytes_ = std::exchange(unmaterializedBytes_, 0);
     election::StateChanges changes = state_.takeChanges();
     batch.keys = std::move(changes.keys);
     batch.sessions = std::move(changes.sessions);
@@ -521,6 +527,7 @@ void Node::persist() {
             static_cast<double>(commit->finishedAt - readyTakenAt_) / 1e9);
         ++counters_.commits;
         usedBytes_ = commit->usedBytes;
+        materializingBytes_ = 0;  // counted in usedBytes_ now
         finishPersist(materialized, std::move(commit->batch.accepted));
       });
 }
@@ -592,6 +599,10 @@ void Node::applyEntries(const std::vector<LogEntry>& entries) {
   std::vector<election::AppliedCommand> applied;
   for (const auto& entry : entries) {
     applied.clear();
+    // Up to three times its size once materialized: the key's record and the history's new and
+    // previous state (the log entry leaves with it).
+    for (const auto& command : entry.value.commands)
+      unmaterializedBytes_ += 3 * command.size();
     state_.apply(entry.slot, entry.value, applied);
     counters_.slotCommands.observe(double(applied.size()));
     for (const auto& command : applied)

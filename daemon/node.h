@@ -360,7 +360,12 @@ class Node : private kj::TaskSet::ErrorHandler {
   Slot materializedSlot_ = 0;  // the applied slot durable in the store
   Nanos materializeAt_ = 0;    // when the applied changes waiting for a commit are due; 0: none
   Nanos materializeDelay_ = MATERIALIZE_DELAY_MS * election::NANOS_PER_MS;
-  Slot dropLogPending_ = 0;    // log slots through this the core discarded, still in the store
+  Slot dropLogPending_ = 0;  // log slots through this the core discarded, still in the store
+  // What the applied state not yet taken for a commit, and the one in flight, will add to the
+  // store (3 x their command bytes): checkSpace() adds them to usedBytes_ until a commit counts
+  // them.
+  uint64_t unmaterializedBytes_ = 0;
+  uint64_t materializingBytes_ = 0;
   std::optional<MemberIndex> lastLeader_;
   bool flushScheduled_ = false;
   bool persistScheduled_ = false;
