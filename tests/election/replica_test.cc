@@ -126,6 +126,16 @@ struct Group {
     }
   }
   Replica& operator[](size_t i) { return *replicas[i]; }
+  // Whether every member has applied at least `count` commands.
+  bool everyMemberApplied(size_t count) const {
+    for (const auto& entries : applied) {
+      size_t commands = 0;
+      for (const auto& e : entries)
+        commands += e.value.commands.size();
+      if (commands < count) return false;
+    }
+    return true;
+  }
 
   void pump(MemberIndex i) {
     while (replicas[i]->hasReady()) {
@@ -839,15 +849,7 @@ TEST_CASE("a three-member group elects one leader and every member applies the s
     REQUIRE(g[leader].propose("c" + std::to_string(i), g.now).status == ProposeResult::QUEUED);
     if (i % 3 == 0) g.deliverAll();
   }
-  REQUIRE(g.runUntil([&] {
-    for (auto& a : g.applied) {
-      size_t commands = 0;
-      for (auto& e : a)
-        commands += e.value.commands.size();
-      if (commands < 20) return false;
-    }
-    return true;
-  }));
+  REQUIRE(g.runUntil([&] { return g.everyMemberApplied(20); }));
   CHECK(g.applied[0] == g.applied[1]);
   CHECK(g.applied[1] == g.applied[2]);
   // A follower's read goes through the leader.
@@ -1647,15 +1649,7 @@ TEST_CASE("members ticked only at nextTickAt elect, decide, read, fail over and 
   const MemberIndex leader = *g.leader();
   for (int i = 0; i < 5; ++i)
     REQUIRE(g[leader].propose("c" + std::to_string(i), g.now).status == ProposeResult::QUEUED);
-  REQUIRE(g.runLazilyUntil([&] {
-    for (auto& a : g.applied) {
-      size_t commands = 0;
-      for (auto& e : a)
-        commands += e.value.commands.size();
-      if (commands < 5) return false;
-    }
-    return true;
-  }));
+  REQUIRE(g.runLazilyUntil([&] { return g.everyMemberApplied(5); }));
   const MemberIndex follower = (leader + 1) % 3;
   REQUIRE(g[follower].read(5, g.now).status == ReadStart::PENDING);
   REQUIRE(g.runLazilyUntil([&] { return !g.reads[follower].empty(); }));
